@@ -1,0 +1,23 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test demo bench bench-full clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m flop_fairseq.demo $(if $(DATA),--data $(DATA),)
+
+bench: setup
+	$(PY) scripts/benchmark_wikitext2.py --mode quick
+
+bench-full: setup
+	$(PY) scripts/benchmark_wikitext2.py --mode full
+
+clean:
+	rm -rf $(VENV) build *.egg-info

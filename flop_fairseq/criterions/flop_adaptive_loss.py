@@ -1,0 +1,131 @@
+"""``flop_adaptive_loss``: fairseq's adaptive loss plus FLOP's augmented Lagrangian."""
+
+from dataclasses import dataclass, field
+
+from fairseq.criterions import register_criterion
+from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
+from fairseq.logging import metrics
+
+from ..sparsity import expected_sparsity, gated_modules, sparsity_stats
+
+
+@dataclass
+class FlopAdaptiveLossConfig(AdaptiveLossConfig):
+    target_sparsity: float = field(
+        default=0.5,
+        metadata={"help": "fraction of the dense model's prunable parameters (adaptive bands, and "
+                          "decoder layers with --flop-decoder-layers) to remove, in [0, 1)"},
+    )
+    sparsity_warmup_updates: int = field(
+        default=0,
+        metadata={"help": "updates over which the target sparsity rises linearly from 0 to "
+                          "--target-sparsity (0: the full target from the start)"},
+    )
+    gate_lr_scale: float = field(
+        default=10.0,
+        metadata={"help": "learning-rate multiplier of the gates' log_alpha relative to --lr "
+                          "(applied by reparametrization, so one optimizer serves all)"},
+    )
+    lambda_lr_scale: float = field(
+        default=10.0,
+        metadata={"help": "learning-rate multiplier of the Lagrange multipliers lambda_1, lambda_2 "
+                          "(maximised by gradient ascent through a gradient-reversal)"},
+    )
+
+
+def _band_label(name: str):
+    """``b{i}`` for the (input or tied) band ``i``, ``out{i}`` for an untied softmax band, else None."""
+    for prefix, label in (("decoder.embed_tokens.bands.", "b"), ("decoder.adaptive_softmax.bands.", "out")):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return label + name[len(prefix):]
+    return None
+
+
+@register_criterion("flop_adaptive_loss", dataclass=FlopAdaptiveLossConfig)
+class FlopAdaptiveLoss(AdaptiveLoss):
+    """``loss = adaptive_loss + sample_size * (lambda_1 (s - t) + lambda_2 (s - t)^2)``.
+
+    The penalty is scaled by the sample size because fairseq divides the summed
+    gradients by it, so the Lagrangian acts per token whatever the batch size or
+    ``--update-freq``. Logged ``loss``/``ppl`` exclude the penalty; validation has
+    none. Each log line adds the expected sparsity, the target, the lambdas, the
+    Lagrangian term, the hard (eval-mask) sparsity and each band's kept rank.
+    """
+
+    def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
+                 lambda_lr_scale):
+        super().__init__(task, sentence_avg)
+        self.target_sparsity = target_sparsity
+        self.sparsity_warmup_updates = sparsity_warmup_updates
+        self.gate_lr_scale = gate_lr_scale
+        self.lambda_lr_scale = lambda_lr_scale
+        self._configured = None
+
+    @classmethod
+    def build_criterion(cls, cfg: FlopAdaptiveLossConfig, task):
+        if cfg.ddp_backend in {"c10d", "pytorch_ddp"}:
+            raise SystemExit(
+                "flop_adaptive_loss: the adaptive softmax skips unused clusters, which PyTorch "
+                "DistributedDataParallel does not allow; add --ddp-backend legacy_ddp"
+            )
+        if not 0.0 <= cfg.target_sparsity < 1.0:
+            raise SystemExit(f"flop_adaptive_loss: --target-sparsity must be in [0, 1), got {cfg.target_sparsity}")
+        if cfg.sparsity_warmup_updates < 0:
+            raise SystemExit("flop_adaptive_loss: --sparsity-warmup-updates must be >= 0")
+        if cfg.gate_lr_scale <= 0 or cfg.lambda_lr_scale <= 0:
+            raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
+        return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
+                   cfg.gate_lr_scale, cfg.lambda_lr_scale)
+
+    def _configure(self, model):
+        """Applies the flags to the model's controller and gates, once per model."""
+        if self._configured is model:
+            return
+        lagrangian = getattr(model, "flop_lagrangian", None)
+        if lagrangian is None or not gated_modules(model):
+            raise SystemExit(
+                "flop_adaptive_loss: the model has no FLOP gates (a compacted checkpoint or another "
+                "arch); use --criterion adaptive_loss to fine-tune it"
+            )
+        lagrangian.configure(self.target_sparsity, self.sparsity_warmup_updates, self.lambda_lr_scale)
+        for _, m in gated_modules(model):
+            m.gate.set_lr_scale(self.gate_lr_scale)
+        self._configured = model
+
+    def forward(self, model, sample, reduce=True):
+        self._configure(model)
+        loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
+        if not model.training:
+            return loss, sample_size, logging_output
+        lagrangian = model.flop_lagrangian
+        s = expected_sparsity(model)
+        penalty = lagrangian(s)
+        stats = sparsity_stats(model)
+        w = sample_size
+        logging_output.update({
+            "flop_expected_sparsity": s.item() * w,
+            "flop_target": lagrangian.target() * w,
+            "flop_lambda1": lagrangian.lambda_1.item() * w,
+            "flop_lambda2": lagrangian.lambda_2.item() * w,
+            "flop_lagrangian": penalty.item() * w,
+            "flop_hard_sparsity": stats.sparsity * w,
+            "flop_weight": w,
+        })
+        for group in stats.groups:
+            label = _band_label(group.name)
+            if label is not None:
+                logging_output[f"flop_kept_{label}"] = group.kept * w
+        return loss + penalty * sample_size, sample_size, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        AdaptiveLoss.reduce_metrics(logging_outputs)
+        weight = sum(log.get("flop_weight", 0) for log in logging_outputs)
+        if not weight:
+            return
+        keys = sorted({k for log in logging_outputs for k in log if k.startswith("flop_") and k != "flop_weight"},
+                      key=lambda k: (k.startswith("flop_kept_"), len(k), k))
+        for key in keys:
+            value = sum(log.get(key, 0) for log in logging_outputs) / weight
+            name = key[len("flop_"):]
+            metrics.log_scalar(name, value, weight, round=4 if "kept" not in name else 1)

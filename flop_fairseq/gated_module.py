@@ -1,0 +1,53 @@
+"""The interface every FLOP-pruned component implements, so that sparsity can be
+accounted for over a whole model without knowing what the components are."""
+
+from typing import Union
+
+import torch
+from torch import nn
+
+from .hard_concrete import HardConcrete
+
+Count = Union[int, torch.Tensor]
+
+
+class GatedModule(nn.Module):
+    """A low-rank factorization ``sum_k z_k p_k q_k^T`` with one gate per rank component.
+
+    Subclasses set ``self.gate`` (a :class:`HardConcrete` of size ``rank``) and define
+
+    - :meth:`dense_params`: the parameter count of the dense matrices this module
+      replaces; sparsity is always measured against it;
+    - :meth:`params_per_component`: parameters each kept rank component costs,
+      counting a tensor shared by two uses (tied input/output factors) once;
+    - optionally :meth:`compact_cost`, the count of the compact form for a given
+      number of kept components, when that is not simply proportional.
+    """
+
+    gate: HardConcrete
+
+    def dense_params(self) -> int:
+        raise NotImplementedError
+
+    def params_per_component(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def rank(self) -> int:
+        return self.gate.n
+
+    def compact_cost(self, kept: Count) -> Count:
+        """Parameters (of the prunable matrices) left when ``kept`` components survive."""
+        return kept * self.params_per_component()
+
+    def expected_prunable_params(self) -> torch.Tensor:
+        """Expected remaining count, differentiable in the gates' ``log_alpha``."""
+        return self.compact_cost(self.gate.l0_norm())
+
+    def kept_rank(self) -> int:
+        """Rank components whose eval-mode gate is non-zero."""
+        return self.gate.n - self.gate.num_zeros()
+
+    def remaining_prunable_params(self) -> int:
+        """Exact remaining count after pruning with the eval-mode mask."""
+        return int(self.compact_cost(self.kept_rank()))

@@ -1,0 +1,3 @@
+"""fairseq models (imported by the ``--user-dir``; importing this imports fairseq)."""
+
+from .flop_transformer_lm import FlopTransformerLanguageModel  # noqa: F401

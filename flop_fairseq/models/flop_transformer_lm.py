@@ -1,0 +1,229 @@
+"""``flop_transformer_lm``: fairseq's transformer LM with FLOP adaptive input/softmax bands
+and, optionally, FLOP-factorized decoder layers."""
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from fairseq import options
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import TransformerDecoder
+from fairseq.models.transformer_lm import (
+    TransformerLanguageModel,
+    TransformerLanguageModelConfig,
+    base_lm_architecture,
+    transformer_lm_baevski_gbw,
+    transformer_lm_baevski_wiki103,
+)
+from fairseq.utils import safe_getattr
+from torch import nn
+
+from ..adaptive import FlopAdaptiveInput, FlopAdaptiveSoftmax, band_slices, complete_cutoff
+from ..compaction import match_structure
+from ..factorized_band import FactorizedBand
+from ..factorized_linear import FactorizedLinear
+from ..lagrangian import AugmentedLagrangian
+
+logger = logging.getLogger(__name__)
+
+# The matrices of a decoder layer that --flop-decoder-layers factorizes.
+LAYER_MATRICES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")
+
+
+@dataclass
+class FlopTransformerLanguageModelConfig(TransformerLanguageModelConfig):
+    flop_decoder_layers: bool = field(
+        default=False,
+        metadata={"help": "also factorize the attention and FFN matrices of every decoder layer "
+                          "(FLOP's generic factorization), pruned in the same parameter budget"},
+    )
+    flop_init_keep_prob: float = field(
+        default=0.99,
+        metadata={"help": "initial keep probability P(z > 0) of every hard-concrete gate; 0.99 keeps "
+                          "the eval-mode mask at exactly 1, so a converted model starts as the dense one"},
+    )
+    flop_temperature: float = field(
+        default=2.0 / 3.0, metadata={"help": "temperature beta of the hard-concrete gates"}
+    )
+
+
+def _cutoff(value: Optional[str], vocab_size: int) -> List[int]:
+    return complete_cutoff(options.eval_str_list(value, type=int), vocab_size)
+
+
+def build_bands(args, vocab_size: int, padding_idx: int):
+    """The FLOP bands of the adaptive input and softmax: ``(input_bands, output_bands, cutoff)``.
+
+    With ``--tie-adaptive-weights`` each band is one :class:`FactorizedBand` used
+    by both (the same object in both lists). The head band's tied output uses the
+    band embedding with no projection while its input goes through one, so it
+    keeps its own output factor (``|V_0| + 2d`` per component); tail bands share
+    their projection with ``--tie-adaptive-proj`` (``|V_i| + d``), else carry two.
+    Ranks are fairseq's band dims ``d_i = dim // factor^i``; each band's
+    ``dense_count`` is the parameter count of the dense fairseq band it replaces.
+    """
+    gate_kw = dict(init_keep_prob=args.flop_init_keep_prob, temperature=args.flop_temperature)
+    d_in, d_model, d_out = args.decoder_input_dim, args.decoder_embed_dim, args.decoder_output_dim
+    if not args.adaptive_input or args.adaptive_softmax_cutoff is None:
+        raise ValueError(
+            "flop_transformer_lm prunes adaptive input and adaptive softmax bands: "
+            "set --adaptive-input with --adaptive-input-cutoff and --adaptive-softmax-cutoff"
+        )
+    in_cut = _cutoff(args.adaptive_input_cutoff, vocab_size)
+    out_cut = _cutoff(args.adaptive_softmax_cutoff, vocab_size)
+    slices = band_slices(in_cut)
+    if args.tie_adaptive_weights:
+        if in_cut != out_cut or args.adaptive_input_factor != args.adaptive_softmax_factor or d_in != d_out:
+            raise ValueError(
+                "--tie-adaptive-weights needs equal input/softmax cutoffs and factors and "
+                "--decoder-input-dim equal to --decoder-output-dim"
+            )
+        bands = []
+        for i, words in enumerate(slices):
+            rank = int(d_in // args.adaptive_input_factor ** i)
+            tie_proj = i > 0 and args.tie_adaptive_proj
+            # dense: band embedding + input projection (+ the softmax's own projection if untied)
+            dense = len(words) * rank + d_model * rank + (0 if i == 0 or tie_proj else d_out * rank)
+            bands.append(FactorizedBand(
+                len(words), rank, d_model, has_input=True, has_output=True, tie_proj=tie_proj,
+                padding_idx=padding_idx if i == 0 else None, dense_count=dense, output_dim=d_out, **gate_kw,
+            ))
+        return bands, bands, in_cut
+    inputs = [
+        FactorizedBand(
+            len(words), int(d_in // args.adaptive_input_factor ** i), d_model, has_input=True, has_output=False,
+            padding_idx=padding_idx if i == 0 else None,
+            dense_count=(len(words) + d_model) * int(d_in // args.adaptive_input_factor ** i), **gate_kw,
+        )
+        for i, words in enumerate(slices)
+    ]
+    outputs = []
+    for i, words in enumerate(band_slices(out_cut)):
+        rank = d_out if i == 0 else int(d_out // args.adaptive_softmax_factor ** i)
+        dense = len(words) * d_out if i == 0 else (len(words) + d_out) * rank
+        outputs.append(FactorizedBand(
+            len(words), rank, d_model, has_input=False, has_output=True, dense_count=dense, output_dim=d_out,
+            **gate_kw,
+        ))
+    return inputs, outputs, out_cut
+
+
+class FlopTransformerDecoder(TransformerDecoder):
+    """fairseq's ``TransformerDecoder`` with a :class:`FlopAdaptiveSoftmax` and, with
+    ``--flop-decoder-layers``, :class:`FactorizedLinear` attention/FFN matrices."""
+
+    def __init__(self, args, dictionary, embed_tokens, output_bands, output_cutoff):
+        # the base class calls the build_* hooks below with a TransformerConfig that
+        # lacks the FLOP options, so they are handed over here
+        self._flop_output = (output_bands, output_cutoff)
+        self._flop_layers = (
+            safe_getattr(args, "flop_decoder_layers", False), args.flop_init_keep_prob, args.flop_temperature
+        )
+        super().__init__(args, dictionary, embed_tokens, no_encoder_attn=True)
+        del self._flop_output, self._flop_layers
+
+    def build_output_projection(self, args, dictionary, embed_tokens):
+        bands, cutoff = self._flop_output
+        self.adaptive_softmax = FlopAdaptiveSoftmax(
+            bands, cutoff, args.decoder_output_dim, dropout=args.adaptive_softmax_dropout
+        )
+
+    def build_decoder_layer(self, args, no_encoder_attn=False):
+        layer = super().build_decoder_layer(args, no_encoder_attn)
+        enabled, init_keep_prob, temperature = self._flop_layers
+        if enabled:
+            factorize_layer(layer, init_keep_prob, temperature)
+        return layer
+
+
+def factorize_layer(layer: nn.Module, init_keep_prob: float, temperature: float) -> None:
+    """In place: the attention and FFN ``nn.Linear`` of ``layer`` become SVD-initialised
+    :class:`FactorizedLinear` of full rank (so the layer's function is unchanged)."""
+    for path in LAYER_MATRICES:
+        parent_path, attr = path.rsplit(".", 1) if "." in path else ("", path)
+        parent = layer.get_submodule(parent_path) if parent_path else layer
+        dense = getattr(parent, attr)
+        setattr(parent, attr, FactorizedLinear.from_dense(
+            dense, init_keep_prob=init_keep_prob, temperature=temperature
+        ).to(dense.weight.dtype))
+    # fairseq's fused attention path reads q_proj.weight etc.; factorized projections have none
+    layer.self_attn._set_skip_embed_dim_check()
+
+
+@register_model("flop_transformer_lm", dataclass=FlopTransformerLanguageModelConfig)
+class FlopTransformerLanguageModel(TransformerLanguageModel):
+    """Transformer LM whose adaptive input/softmax bands (and optionally decoder
+    layers) are FLOP low-rank products ``P diag(z) Q`` with hard-concrete gates.
+
+    ``flop_lagrangian`` (an :class:`AugmentedLagrangian`) holds the lambdas and the
+    position in the target schedule, so they are saved with the model. A compacted
+    checkpoint (``flop-compact``) has plain low-rank modules of the kept ranks and
+    no Lagrangian; :meth:`load_state_dict` rebuilds the modules in the form the
+    checkpoint holds, so the same arch loads gated and compact checkpoints.
+    """
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        self.flop_lagrangian = AugmentedLagrangian()
+
+    @classmethod
+    def hub_models(cls):
+        return {}
+
+    @classmethod
+    def build_model(cls, args, task):
+        _flop_defaults(args)
+        if safe_getattr(args, "decoder_layers_to_keep", None):
+            args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
+        if safe_getattr(args, "max_target_positions", None) is None:
+            args.max_target_positions = safe_getattr(args, "tokens_per_sample", 1024)
+        if safe_getattr(args, "character_embeddings", False):
+            raise ValueError("flop_transformer_lm does not support --character-embeddings")
+        dictionary = task.source_dictionary
+        input_bands, output_bands, cutoff = build_bands(args, len(dictionary), dictionary.pad())
+        embed_tokens = FlopAdaptiveInput(
+            input_bands, complete_cutoff(options.eval_str_list(args.adaptive_input_cutoff, type=int),
+                                         len(dictionary)),
+            args.decoder_embed_dim, dictionary.pad(),
+        )
+        decoder = FlopTransformerDecoder(args, task.target_dictionary, embed_tokens, output_bands, cutoff)
+        return cls(decoder)
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        if hasattr(self, "flop_lagrangian"):
+            self.flop_lagrangian.set_num_updates(num_updates)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        match_structure(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def _flop_defaults(args):
+    args.flop_decoder_layers = safe_getattr(args, "flop_decoder_layers", False)
+    args.flop_init_keep_prob = safe_getattr(args, "flop_init_keep_prob", 0.99)
+    args.flop_temperature = safe_getattr(args, "flop_temperature", 2.0 / 3.0)
+    # adaptive input/softmax are what FLOP prunes: on by default
+    args.adaptive_input = safe_getattr(args, "adaptive_input", True)
+
+
+def flop_base_architecture(args):
+    """fairseq's ``transformer_lm`` defaults (the arch ``flop_transformer_lm``, registered by
+    ``register_model``); the adaptive input/softmax cutoffs must be given."""
+    _flop_defaults(args)
+    base_lm_architecture(args)
+
+
+@register_model_architecture("flop_transformer_lm", "flop_transformer_lm_wiki103")
+def flop_transformer_lm_wiki103(args):
+    """fairseq's ``transformer_lm_wiki103`` (Baevski & Auli 2019): 16 layers, d=1024,
+    tied adaptive input/softmax with cutoffs 20000,60000 and factor 4."""
+    _flop_defaults(args)
+    transformer_lm_baevski_wiki103(args)
+
+
+@register_model_architecture("flop_transformer_lm", "flop_transformer_lm_gbw")
+def flop_transformer_lm_gbw(args):
+    """fairseq's ``transformer_lm_gbw`` (set the adaptive cutoffs for your vocabulary)."""
+    _flop_defaults(args)
+    transformer_lm_baevski_gbw(args)
