@@ -130,7 +130,7 @@ class FactorizedBand(LowRankBand, GatedModule):
         padding_idx: Optional[int] = None,
         dense_count: Optional[int] = None,
         output_dim: Optional[int] = None,
-        init_keep_prob: float = 0.99,
+        init_keep_prob: Optional[float] = None,
         temperature: float = 2.0 / 3.0,
         gate_lr_scale: float = 1.0,
     ):

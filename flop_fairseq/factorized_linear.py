@@ -36,7 +36,7 @@ class FactorizedLinear(GatedModule):
         out_features: int,
         rank: Optional[int] = None,
         bias: bool = True,
-        init_keep_prob: float = 0.99,
+        init_keep_prob: Optional[float] = None,
         temperature: float = 2.0 / 3.0,
         gate_lr_scale: float = 1.0,
     ):

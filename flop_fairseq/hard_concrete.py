@@ -2,6 +2,7 @@
 Networks through L0 Regularization"), the ``z`` of FLOP's ``P diag(z) Q``."""
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ class HardConcrete(nn.Module):
     ``E[L0] = sum sigmoid(log_alpha - beta * log(-l / r))`` is differentiable.
 
     Eval mode is deterministic: exactly ``round(n - E[L0])`` gates, those with the
-    smallest ``log_alpha``, are 0. The others take the distribution's median,
+    smallest ``log_alpha``, are 0 (ties go to the higher index: factorizations order
+    components by importance, so the least important ones go first). The others take the distribution's median,
     ``clamp(sigmoid(log_alpha / beta) * (r - l) + l, 0, 1)`` (the sample at u = 1/2),
     where that median is at least 1/2, and the unstretched median
     ``sigmoid(log_alpha / beta)`` below that. The two agree at 1/2, so the value is
@@ -29,23 +31,25 @@ class HardConcrete(nn.Module):
     multiply untouched. (CoFi/FLOP use ``sigmoid(0.8 * log_alpha / beta)``, which
     never reaches 1 and so rescales every kept component a little.)
 
-    ``lr_scale`` reparametrises ``log_alpha = lr_scale * log_alpha_raw`` where
-    ``log_alpha_raw`` is the trained parameter: with Adam-type optimizers the
+    ``lr_scale`` reparametrises ``log_alpha = lr_scale * log_alpha_raw + offset``
+    where ``log_alpha_raw`` is the trained parameter: with Adam-type optimizers the
     gates then move ``lr_scale`` times faster than the other weights while the
     whole model still uses one optimizer (fairseq's training loop has one).
+    Changing the scale moves the ``offset`` buffer, never the parameter, so an
+    optimizer's copies of the parameters (fp16 master weights) stay valid.
     """
 
     def __init__(
         self,
         n: int,
-        init_keep_prob: float = 0.99,
+        init_keep_prob: Optional[float] = None,
         temperature: float = 2.0 / 3.0,
         limit_l: float = -0.1,
         limit_r: float = 1.1,
         lr_scale: float = 1.0,
     ):
         super().__init__()
-        if not 0.0 < init_keep_prob < 1.0:
+        if init_keep_prob is not None and not 0.0 < init_keep_prob < 1.0:
             raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")
         if not (limit_l < 0.0 and limit_r > 1.0):
             raise ValueError(f"stretch limits need l < 0 < 1 < r, got l={limit_l}, r={limit_r}")
@@ -56,25 +60,37 @@ class HardConcrete(nn.Module):
         # log(-l/r): shift between log_alpha and the logit of P(z > 0)
         self._log_ratio = math.log(-self.limit_l / self.limit_r)
         self.register_buffer("lr_scale", torch.tensor(float(lr_scale)))
+        self.register_buffer("log_alpha_offset", torch.zeros(self.n))
         self.log_alpha_raw = nn.Parameter(torch.zeros(self.n))
         self.bypass = False  # when True the gates are exactly 1 (dense function)
         self.reset_parameters(init_keep_prob)
 
-    def reset_parameters(self, init_keep_prob: float = 0.99) -> None:
-        """Sets every gate's keep probability ``P(z > 0)`` to ``init_keep_prob``."""
+    @staticmethod
+    def dense_keep_prob(n: int) -> float:
+        """The default initial keep probability: ``max(0.99, 1 - 0.45 / n)``, the smallest
+        (so the fastest to prune) with which the eval mask of ``n`` gates is exactly 1
+        (``round(n - E[L0]) = 0`` zeros, every kept gate saturated)."""
+        return max(0.99, 1.0 - 0.45 / max(n, 1))
+
+    def reset_parameters(self, init_keep_prob: Optional[float] = None) -> None:
+        """Sets every gate's keep probability ``P(z > 0)`` to ``init_keep_prob``
+        (default :meth:`dense_keep_prob`: the gated module starts as the dense one)."""
+        if init_keep_prob is None:
+            init_keep_prob = self.dense_keep_prob(self.n)
         logit = math.log(init_keep_prob) - math.log1p(-init_keep_prob)
         with torch.no_grad():
             self.log_alpha_raw.fill_((logit + self.temperature * self._log_ratio) / float(self.lr_scale))
+            self.log_alpha_offset.zero_()
 
     @property
     def log_alpha(self) -> torch.Tensor:
         """The gates' ``log_alpha``, shape ``(n,)``."""
-        return self.log_alpha_raw * self.lr_scale
+        return self.log_alpha_raw * self.lr_scale + self.log_alpha_offset
 
     def set_lr_scale(self, lr_scale: float) -> None:
         """Changes the learning-rate scale, keeping ``log_alpha`` (and so the function) unchanged."""
         with torch.no_grad():
-            self.log_alpha_raw.mul_(self.lr_scale / lr_scale)
+            self.log_alpha_offset.add_(self.log_alpha_raw.detach() * (self.lr_scale - lr_scale))
             self.lr_scale.fill_(lr_scale)
 
     def keep_prob(self) -> torch.Tensor:
@@ -105,7 +121,9 @@ class HardConcrete(nn.Module):
         z = torch.where(median >= 0.5, stretched, median)
         k = self.num_zeros()
         if k > 0:
-            z[torch.argsort(log_alpha, stable=True)[:k]] = 0.0
+            # stable sort of the reversed vector: among equal log_alpha the higher index goes first
+            order = torch.argsort(log_alpha.flip(0), stable=True)[:k]
+            z[self.n - 1 - order] = 0.0
         return z
 
     def forward(self) -> torch.Tensor:

@@ -29,8 +29,9 @@ class AugmentedLagrangian(nn.Module):
     their gradients are reversed, so one standard optimizer and one backward pass
     perform the min-max (gradient descent on the model, ascent on the lambdas).
 
-    ``lambda_i = lr_scale * lambda_i_raw``: with Adam-type optimizers the lambdas
-    then move ``lr_scale`` times faster than the model's weights.
+    ``lambda_i = lr_scale * lambda_i_raw + offset_i``: with Adam-type optimizers the
+    lambdas then move ``lr_scale`` times faster than the model's weights (changing
+    the scale moves the offsets, never the parameters).
 
     State (the lambdas, ``lr_scale`` and ``num_updates``, the position in the
     target schedule) is in ``state_dict()``, so it is saved and restored with
@@ -42,6 +43,7 @@ class AugmentedLagrangian(nn.Module):
         self.lambda_1_raw = nn.Parameter(torch.zeros(()))
         self.lambda_2_raw = nn.Parameter(torch.zeros(()))
         self.register_buffer("lr_scale", torch.tensor(float(lr_scale)))
+        self.register_buffer("lambda_offsets", torch.zeros(2))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
         self.configure(target_sparsity, warmup_updates)
 
@@ -58,17 +60,17 @@ class AugmentedLagrangian(nn.Module):
     @torch.no_grad()
     def set_lr_scale(self, lr_scale: float) -> None:
         """Changes the learning-rate scale, keeping the lambdas' values."""
-        for p in (self.lambda_1_raw, self.lambda_2_raw):
-            p.mul_(self.lr_scale / lr_scale)
+        raw = torch.stack([self.lambda_1_raw.detach(), self.lambda_2_raw.detach()])
+        self.lambda_offsets.add_(raw * (self.lr_scale - lr_scale))
         self.lr_scale.fill_(lr_scale)
 
     @property
     def lambda_1(self) -> torch.Tensor:
-        return self.lambda_1_raw * self.lr_scale
+        return self.lambda_1_raw * self.lr_scale + self.lambda_offsets[0]
 
     @property
     def lambda_2(self) -> torch.Tensor:
-        return self.lambda_2_raw * self.lr_scale
+        return self.lambda_2_raw * self.lr_scale + self.lambda_offsets[1]
 
     def set_num_updates(self, num_updates: int) -> None:
         self.num_updates.fill_(int(num_updates))
@@ -83,6 +85,6 @@ class AugmentedLagrangian(nn.Module):
     def forward(self, expected_sparsity: torch.Tensor) -> torch.Tensor:
         """The penalty (a scalar) for the differentiable expected sparsity ``s``."""
         diff = expected_sparsity - self.target()
-        lambda_1 = reverse_gradient(self.lambda_1_raw) * self.lr_scale
-        lambda_2 = reverse_gradient(self.lambda_2_raw) * self.lr_scale
+        lambda_1 = reverse_gradient(self.lambda_1_raw) * self.lr_scale + self.lambda_offsets[0]
+        lambda_2 = reverse_gradient(self.lambda_2_raw) * self.lr_scale + self.lambda_offsets[1]
         return lambda_1 * diff + lambda_2 * diff * diff

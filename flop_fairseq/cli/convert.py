@@ -99,7 +99,7 @@ def max_logprob_difference(a, b, num_words: int, length: int = 32, seed: int = 0
     return (out[0] - out[1]).abs().max().item()
 
 
-def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, init_keep_prob: float = 0.99,
+def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, init_keep_prob=None,
             tolerance: float = 1e-3, log=print) -> dict:
     from .. import models  # noqa: F401  (registers flop_transformer_lm with fairseq)
 
@@ -129,7 +129,7 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
     flop_cfg = copy.deepcopy(cfg_model)
     flop_cfg["_name"] = FLOP_ARCHS[name]
     flop_cfg["flop_decoder_layers"] = bool(flop_decoder_layers)
-    flop_cfg["flop_init_keep_prob"] = float(init_keep_prob)
+    flop_cfg["flop_init_keep_prob"] = None if init_keep_prob is None else float(init_keep_prob)
     flop_cfg.setdefault("flop_temperature", 2.0 / 3.0)
     try:
         flop = build_model(flop_cfg, num_words)
@@ -169,11 +169,12 @@ def main(argv=None):
     parser.add_argument("output", help="path of the FLOP checkpoint to write")
     parser.add_argument("--flop-decoder-layers", action="store_true",
                         help="also factorize the attention and FFN matrices of every decoder layer")
-    parser.add_argument("--init-keep-prob", type=float, default=0.99,
-                        help="initial keep probability of each gate (default 0.99: eval mask exactly 1)")
+    parser.add_argument("--init-keep-prob", type=float, default=None,
+                        help="initial keep probability P(z > 0) of each gate (default max(0.99, 1 - 0.45/rank): "
+                             "the eval mask starts at exactly 1; lower values start pruning sooner)")
     args = parser.parse_args(argv)
     quiet_logging()
-    if not 0.0 < args.init_keep_prob < 1.0:
+    if args.init_keep_prob is not None and not 0.0 < args.init_keep_prob < 1.0:
         parser.error("--init-keep-prob must be in (0, 1)")
     try:
         convert(args.dense, args.output, args.flop_decoder_layers, args.init_keep_prob)

@@ -37,10 +37,11 @@ class FlopTransformerLanguageModelConfig(TransformerLanguageModelConfig):
         metadata={"help": "also factorize the attention and FFN matrices of every decoder layer "
                           "(FLOP's generic factorization), pruned in the same parameter budget"},
     )
-    flop_init_keep_prob: float = field(
-        default=0.99,
-        metadata={"help": "initial keep probability P(z > 0) of every hard-concrete gate; 0.99 keeps "
-                          "the eval-mode mask at exactly 1, so a converted model starts as the dense one"},
+    flop_init_keep_prob: Optional[float] = field(
+        default=None,
+        metadata={"help": "initial keep probability P(z > 0) of every hard-concrete gate (default: "
+                          "max(0.99, 1 - 0.45/rank), which keeps the eval-mode mask at exactly 1, so a "
+                          "converted model starts as the dense one; lower values prune sooner)"},
     )
     flop_temperature: float = field(
         default=2.0 / 3.0, metadata={"help": "temperature beta of the hard-concrete gates"}
@@ -201,7 +202,7 @@ class FlopTransformerLanguageModel(TransformerLanguageModel):
 
 def _flop_defaults(args):
     args.flop_decoder_layers = safe_getattr(args, "flop_decoder_layers", False)
-    args.flop_init_keep_prob = safe_getattr(args, "flop_init_keep_prob", 0.99)
+    args.flop_init_keep_prob = safe_getattr(args, "flop_init_keep_prob", None)
     args.flop_temperature = safe_getattr(args, "flop_temperature", 2.0 / 3.0)
     # adaptive input/softmax are what FLOP prunes: on by default
     args.adaptive_input = safe_getattr(args, "adaptive_input", True)

@@ -1,0 +1,243 @@
+"""``make demo``: the whole FLOP pipeline, offline, on a generated corpus (or your data).
+
+Steps: generate a Zipfian corpus with sequential structure -> fairseq-preprocess ->
+fairseq-train a small dense adaptive-input/softmax transformer_lm -> flop-convert ->
+fairseq-train --criterion flop_adaptive_loss to the target sparsity -> flop-compact ->
+fairseq-eval-lm on the dense and the compact model. Ends with a table and a PNG of
+the kept rank per band and of the expected/target sparsity over updates.
+
+``python -m flop_fairseq.demo [--data DATA_BIN] [--workdir demo_run] [--target 0.5]``
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def _tool(name: str) -> str:
+    path = os.path.join(BIN, name)
+    return path if os.path.exists(path) else name
+
+
+def run(step: str, cmd, log_path: str, show=None) -> str:
+    """Runs ``cmd``, teeing its output to ``log_path``; prints the lines ``show`` selects."""
+    cmd = [str(c) for c in cmd]
+    print(f"\n== {step}\n$ {' '.join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))}",
+          flush=True)
+    start = time.time()
+    out = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                       text=True, env=env, cwd=REPO) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            out.append(line)
+            shown = show(line) if show else None
+            if shown:
+                print("   " + shown, flush=True)
+    if proc.returncode != 0:
+        sys.stdout.write("".join(out[-30:]))
+        raise SystemExit(f"demo: step '{step}' failed (exit {proc.returncode}); full log: {log_path}")
+    print(f"   done in {time.time() - start:.0f}s", flush=True)
+    return "".join(out)
+
+
+def _fields(line: str) -> dict:
+    return dict(re.findall(r"(\w+)=([-0-9.e]+)", line))
+
+
+def show_train(line: str):
+    if "train_inner" in line:
+        f = _fields(line)
+        text = f"update {f.get('num_updates', '?'):>5}  loss {f.get('loss', '?')}  ppl {f.get('ppl', '?')}"
+        if "expected_sparsity" in f:
+            text += (f"  target {float(f['target']):.3f}  expected {float(f['expected_sparsity']):.3f}"
+                     f"  hard {float(f['hard_sparsity']):.3f}  lambda1 {float(f['lambda1']):.2f}")
+        return text + f"  ({f.get('wps', '?')} tok/s)"
+    if "valid on" in line:
+        m = re.search(r"loss ([0-9.]+) \| ppl ([0-9.]+)", line)
+        return f"validation: loss {m.group(1)}, ppl {m.group(2)}" if m else None
+    return None
+
+
+def eval_lm(data_bin: str, path: str, log_path: str, tokens_per_sample: int):
+    out = run(f"fairseq-eval-lm {os.path.basename(path)}",
+              [_tool("fairseq-eval-lm"), data_bin, "--user-dir", os.path.join(REPO, "user_dir"), "--path", path,
+               "--gen-subset", "test", "--tokens-per-sample", tokens_per_sample, "--max-tokens", 4096,
+               "--context-window", tokens_per_sample // 2, "--cpu"],
+              log_path, show=lambda l: l.split("| ")[-1].strip() if "Perplexity" in l or "tokens/s" in l else None)
+    ppl = float(re.search(r"Perplexity: ([0-9.]+)", out).group(1))
+    speed = float(re.search(r"\(([0-9.]+) tokens/s\)", out).group(1))
+    return ppl, speed
+
+
+def cutoffs_for(vocab: int):
+    """Adaptive cutoffs for a vocabulary: fairseq's WikiText-103 ones when they fit."""
+    if vocab > 80_000:
+        return [20_000, 60_000]
+    return [max(2, round(vocab * 0.08)), max(3, round(vocab * 0.4))]
+
+
+def parse_schedule(log: str):
+    rows = []
+    for line in log.splitlines():
+        if "train_inner" in line and "expected_sparsity" in line:
+            f = _fields(line)
+            rows.append((int(f["num_updates"]), float(f["target"]), float(f["expected_sparsity"]),
+                         float(f["hard_sparsity"])))
+    return rows
+
+
+def plot(report: dict, schedule, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    bands = report["bands"]
+    x = range(len(bands))
+    a.bar(x, [r["rank"] for r in bands], color="#d0d7e2", label="rank before")
+    a.bar(x, [r["kept"] for r in bands], color="#2f6db5", label="kept rank")
+    for i, r in enumerate(bands):
+        a.text(i, r["kept"], str(r["kept"]), ha="center", va="bottom", fontsize=9)
+    a.set_xticks(list(x), [f"band {r['band']}\n[{r['vocab'][0]}, {r['vocab'][1]})" for r in bands], fontsize=8)
+    a.set_ylabel("rank")
+    a.set_title("kept rank per band")
+    a.legend(fontsize=8)
+    if schedule:
+        u, t, e, h = zip(*schedule)
+        b.plot(u, t, "k--", label="target t")
+        b.plot(u, e, color="#2f6db5", label="expected sparsity s")
+        b.plot(u, h, color="#d9822b", label="hard (eval-mask) sparsity")
+    b.set_xlabel("update")
+    b.set_ylabel("sparsity of the prunable parameters")
+    b.set_title("FLOP sparsity over training")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dictionary_size(data_bin: str) -> int:
+    with open(os.path.join(data_bin, "dict.txt"), encoding="utf-8") as f:
+        return 4 + sum(1 for _ in f)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="flop-demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="a fairseq-preprocessed language-modeling directory (default: generate one)")
+    p.add_argument("--workdir", default=os.path.join(REPO, "demo_run"), help="where everything is written")
+    p.add_argument("--target", type=float, default=0.5, help="target sparsity of the embedding parameters")
+    p.add_argument("--dense-updates", type=int, default=400, help="dense pre-training updates")
+    p.add_argument("--prune-updates", type=int, default=400, help="FLOP pruning updates")
+    p.add_argument("--types", type=int, default=20000, help="vocabulary of the generated corpus")
+    p.add_argument("--train-tokens", type=int, default=800_000, help="training tokens of the generated corpus")
+    args = p.parse_args(argv)
+    if args.data and not os.path.isfile(os.path.join(args.data, "dict.txt")):
+        p.error(f"--data {args.data}: not a fairseq-preprocessed directory (no dict.txt); "
+                "run scripts/preprocess-lm-data.sh first")
+    if not 0.0 < args.target < 1.0:
+        p.error("--target must be in (0, 1)")
+
+    start = time.time()
+    work = os.path.abspath(args.workdir)
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs)
+    print(f"FLOP demo: everything goes to {work}", flush=True)
+
+    data_bin = args.data
+    if data_bin is None:
+        from .corpus import generate_corpus
+
+        print("\n== generating a Zipfian corpus with sequential structure", flush=True)
+        stats = generate_corpus(os.path.join(work, "raw"), num_types=args.types, train_tokens=args.train_tokens,
+                                valid_tokens=60_000, test_tokens=60_000, seed=1)
+        print(f"   {stats['num_types']} types, {stats['train_tokens']:,} training tokens; reference test ppl: "
+              f"unigram {stats['unigram_ppl']:.0f}, generating process {stats['model_ppl']:.0f}", flush=True)
+        data_bin = os.path.join(work, "data-bin")
+        run("fairseq-preprocess", ["bash", os.path.join(REPO, "scripts", "preprocess-lm-data.sh"),
+                                   os.path.join(work, "raw"), data_bin], os.path.join(logs, "preprocess.log"),
+            show=lambda l: l.strip() if l.startswith("preprocess:") else None)
+    vocab = dictionary_size(data_bin)
+    cut = ",".join(map(str, cutoffs_for(vocab)))
+    tps = 128
+    model = ["--adaptive-input", "--adaptive-input-cutoff", cut, "--adaptive-softmax-cutoff", cut,
+             "--tie-adaptive-weights", "--tie-adaptive-proj", "--decoder-embed-dim", 128, "--decoder-input-dim", 128,
+             "--decoder-output-dim", 128, "--decoder-ffn-embed-dim", 512, "--decoder-layers", 2,
+             "--decoder-attention-heads", 4, "--dropout", 0.1]
+    common = [data_bin, "--task", "language_modeling", "--ddp-backend", "legacy_ddp", "--optimizer", "adam",
+              "--tokens-per-sample", tps, "--max-tokens", 2048, "--no-epoch-checkpoints", "--log-format",
+              "simple", "--log-interval", 25, "--cpu", "--seed", 1, "--num-workers", 0]
+    dense_dir, flop_dir = os.path.join(work, "dense"), os.path.join(work, "flop")
+    run("fairseq-train: dense transformer_lm with adaptive input/softmax",
+        [_tool("fairseq-train"), *common, "--arch", "transformer_lm", *model, "--criterion", "adaptive_loss",
+         "--lr", 0.003, "--max-update", args.dense_updates, "--save-dir", dense_dir],
+        os.path.join(logs, "train_dense.log"), show=show_train)
+    dense = os.path.join(dense_dir, "checkpoint_last.pt")
+    flop_init = os.path.join(work, "flop_init.pt")
+    run("flop-convert", [_tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.95],
+        os.path.join(logs, "convert.log"), show=lambda l: l.strip())
+    warmup = args.prune_updates * 2 // 5
+    prune_log = run(f"fairseq-train: FLOP pruning to sparsity {args.target}",
+                    [_tool("fairseq-train"), *common, "--user-dir", os.path.join(REPO, "user_dir"),
+                     "--arch", "flop_transformer_lm", *model, "--criterion", "flop_adaptive_loss",
+                     "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup,
+                     "--gate-lr-scale", 10, "--lambda-lr-scale", 2, "--lr", 0.003,
+                     "--finetune-from-model", flop_init, "--max-update", args.prune_updates,
+                     "--save-dir", flop_dir],
+                    os.path.join(logs, "train_flop.log"), show=show_train)
+    gated = os.path.join(flop_dir, "checkpoint_last.pt")
+    compact = os.path.join(work, "compact.pt")
+    run("flop-compact", [_tool("flop-compact"), gated, compact], os.path.join(logs, "compact.log"),
+        show=lambda l: l.rstrip())
+    rep_out = run("flop-report --json", [_tool("flop-report"), compact, "--json"], os.path.join(logs, "report.log"))
+    report = json.loads(rep_out[rep_out.index("{"):])
+    dense_ppl, dense_speed = eval_lm(data_bin, dense, os.path.join(logs, "eval_dense.log"), tps)
+    small_ppl, small_speed = eval_lm(data_bin, compact, os.path.join(logs, "eval_compact.log"), tps)
+
+    import torch
+
+    def counts(path):
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        seen, total, emb = set(), 0, 0
+        for k, v in state.items():
+            if not v.is_floating_point() or v.dim() == 0 or "version" in k or "_float_tensor" in k:
+                continue
+            if v.data_ptr() in seen:
+                continue
+            seen.add(v.data_ptr())
+            total += v.numel()
+            if ".embed_tokens." in k or ".adaptive_softmax." in k:
+                emb += v.numel()
+        return total, emb
+
+    (d_total, d_emb), (c_total, c_emb) = counts(dense), counts(compact)
+    png = os.path.join(work, "flop_demo.png")
+    plot(report, parse_schedule(prune_log), png)
+    rows = [("", "dense", "FLOP compact"),
+            ("parameters", f"{d_total:,}", f"{c_total:,}"),
+            ("embedding parameters", f"{d_emb:,}", f"{c_emb:,}"),
+            ("test perplexity", f"{dense_ppl:.2f}", f"{small_ppl:.2f}"),
+            ("eval tokens/s", f"{dense_speed:,.0f}", f"{small_speed:,.0f}")]
+    print(f"\n== result (target sparsity {args.target}, hard sparsity {report['sparsity']:.3f}, "
+          f"kept ranks {[b['kept'] for b in report['bands']]} of {[b['rank'] for b in report['bands']]})")
+    for r in rows:
+        print(f"   {r[0]:<22} {r[1]:>14} {r[2]:>14}")
+    print(f"\npicture: {png}")
+    print(f"demo finished in {time.time() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

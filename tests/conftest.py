@@ -1,0 +1,73 @@
+"""Shared fixtures: a small generated corpus, its fairseq data-bin and a dense
+adaptive-input/softmax transformer_lm trained on it with the real fairseq-train."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+USER_DIR = os.path.join(REPO, "user_dir")
+
+# d = 128 gives ranks 128/32/8 over the bands, so one rank component is at most
+# about 1% of the prunable parameters and 1-point sparsity targets are reachable.
+MODEL_ARGS = [
+    "--adaptive-input", "--adaptive-input-cutoff", "500,1500", "--adaptive-softmax-cutoff", "500,1500",
+    "--tie-adaptive-weights", "--tie-adaptive-proj",
+    "--decoder-embed-dim", "128", "--decoder-input-dim", "128", "--decoder-output-dim", "128",
+    "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2", "--decoder-attention-heads", "4",
+]
+TRAIN_ARGS = [
+    "--task", "language_modeling", "--ddp-backend", "legacy_ddp", "--optimizer", "adam",
+    "--tokens-per-sample", "64", "--max-tokens", "512", "--no-epoch-checkpoints", "--log-format", "simple",
+    "--cpu", "--seed", "1", "--num-workers", "0",
+]
+
+
+def run(tool, *args, check=True, cwd=REPO):
+    """Runs a console script of the venv (fairseq-train, flop-convert, ...); returns the result."""
+    exe = os.path.join(BIN, tool)
+    proc = subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2"))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def eval_lm(data_bin, path, *extra):
+    """``fairseq-eval-lm`` on the test split: (loss in base 2, perplexity)."""
+    proc = run("fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--path", path, "--cpu",
+               "--tokens-per-sample", "64", "--max-tokens", "1024", "--gen-subset", "test", *extra)
+    m = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout + proc.stderr
+    return float(m.group(1)), float(m.group(2))
+
+
+def report_json(path):
+    return json.loads(run("flop-report", path, "--json").stdout)
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory):
+    from flop_fairseq.corpus import generate_corpus
+
+    root = tmp_path_factory.mktemp("data")
+    generate_corpus(str(root / "raw"), num_types=3000, train_tokens=60_000, valid_tokens=6_000,
+                    test_tokens=6_000, seed=3)
+    out = root / "bin"
+    run("fairseq-preprocess", "--only-source", "--trainpref", root / "raw/train.txt",
+        "--validpref", root / "raw/valid.txt", "--testpref", root / "raw/test.txt",
+        "--destdir", out, "--workers", "1")
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def dense_checkpoint(data_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("dense")
+    run("fairseq-train", data_bin, *TRAIN_ARGS, "--arch", "transformer_lm", *MODEL_ARGS,
+        "--criterion", "adaptive_loss", "--lr", "0.003", "--max-update", "120", "--save-dir", save)
+    return str(save / "checkpoint_last.pt")

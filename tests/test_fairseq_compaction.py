@@ -1,0 +1,140 @@
+"""flop-compact: a physically smaller model that fairseq-eval-lm, fairseq-train and the
+hub interface load and that computes what the gated model computes in eval mode."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR, eval_lm, report_json, run
+from test_fairseq_pruning import flop_init, pruned  # noqa: F401  (session fixtures)
+
+
+@pytest.fixture(scope="session")
+def compact(pruned, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("compact") / "compact.pt"
+    proc = run("flop-compact", pruned[0], out)
+    return str(out), proc.stdout
+
+
+def test_compact_is_smaller_and_reports_the_same_bands(pruned, compact):  # noqa: F811
+    gated, small = report_json(pruned[0]), report_json(compact[0])
+    assert not small["gated"] and small["expected_sparsity"] is None
+    for key in ("sparsity", "prunable_params", "remaining_prunable_params", "total_params"):
+        assert small[key] == gated[key], key
+    assert [(b["rank"], b["kept"]) for b in small["bands"]] == [(b["rank"], b["kept"]) for b in gated["bands"]]
+    state = torch.load(compact[0], weights_only=False)
+    params = {k: v for k, v in state["model"].items() if not k.startswith("decoder.adaptive_softmax.bands")}
+    assert not any("gate" in k or "lagrangian" in k for k in state["model"])
+    assert sum(v.numel() for k, v in params.items() if v.is_floating_point() and "version" not in k
+               and "_float_tensor" not in k) == small["total_params"]
+    assert os.path.getsize(compact[0]) < os.path.getsize(pruned[0])
+    assert "file size" in compact[1] and "model parameters" in compact[1]
+
+
+@pytest.mark.parametrize("extra", [[], ["--context-window", "32"], ["--softmax-batch", "50"]])
+def test_eval_lm_perplexity_matches_the_gated_model(data_bin, pruned, compact, extra):  # noqa: F811
+    gated_loss, gated_ppl = eval_lm(data_bin, pruned[0], *extra)
+    small_loss, small_ppl = eval_lm(data_bin, compact[0], *extra)
+    assert abs(small_loss - gated_loss) / gated_loss < 1e-4
+    assert abs(small_ppl - gated_ppl) / gated_ppl < 1e-3
+
+
+def test_fairseq_train_continues_from_the_compact_model(data_bin, compact, tmp_path):
+    proc = run("fairseq-train", data_bin, *TRAIN_ARGS, "--user-dir", USER_DIR, "--arch", "flop_transformer_lm",
+               *MODEL_ARGS, "--criterion", "adaptive_loss", "--lr", "0.001", "--max-update", 10,
+               "--finetune-from-model", compact[0], "--save-dir", tmp_path, "--log-interval", "5")
+    assert "num_updates=10" in proc.stdout + proc.stderr
+    after = report_json(tmp_path / "checkpoint_last.pt")
+    assert not after["gated"]
+    assert after["total_params"] == report_json(compact[0])["total_params"]
+
+
+def _edit(src, dst, edit):
+    state = torch.load(src, weights_only=False)
+    edit(state["model"])
+    torch.save(state, dst)
+
+
+def test_a_band_pruned_to_zero_still_works(data_bin, pruned, tmp_path):  # noqa: F811
+    def kill_band_2(model):
+        for key in model:
+            if key.endswith("bands.2.gate.log_alpha_raw"):
+                model[key] = torch.full_like(model[key], -100.0)
+
+    gated = tmp_path / "zero_band.pt"
+    _edit(pruned[0], gated, kill_band_2)
+    out = tmp_path / "zero_band_compact.pt"
+    run("flop-compact", gated, out)
+    rep = report_json(out)
+    assert rep["bands"][2]["kept"] == 0 and rep["bands"][2]["params_after"] == 0
+    gated_loss, _ = eval_lm(data_bin, gated)
+    small_loss, _ = eval_lm(data_bin, out)
+    assert abs(small_loss - gated_loss) / gated_loss < 1e-4
+
+
+def test_refusals_leave_nothing_on_disk(dense_checkpoint, pruned, compact, tmp_path):  # noqa: F811
+    out = tmp_path / "out.pt"
+    truncated = tmp_path / "truncated.pt"
+    with open(pruned[0], "rb") as f:
+        truncated.write_bytes(f.read()[: os.path.getsize(pruned[0]) // 2])
+    cases = [
+        (dense_checkpoint, "not a FLOP model"),
+        (truncated, "truncated or corrupt"),
+        (compact[0], "already compact"),
+        (tmp_path / "missing.pt", "no such checkpoint"),
+    ]
+    for src, needle in cases:
+        proc = run("flop-compact", src, out, check=False)
+        assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not out.exists()
+    proc = run("flop-compact", pruned[0], pruned[0], check=False)
+    assert proc.returncode != 0 and "overwrite the input" in proc.stderr
+    assert report_json(pruned[0])["gated"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_hub_scores_match_between_gated_and_compact(data_bin, pruned, compact):  # noqa: F811
+    from flop_fairseq.models import FlopTransformerLanguageModel
+
+    raw = os.path.join(os.path.dirname(data_bin), "raw", "test.txt")
+    with open(raw) as f:
+        sentence = f.readline().strip()
+    scores = []
+    for path in (pruned[0], compact[0]):
+        lm = FlopTransformerLanguageModel.from_pretrained(
+            os.path.dirname(path), os.path.basename(path), data_name_or_path=data_bin, tokenizer="moses")
+        lm.eval()
+        scores.append(lm.score(sentence)["positional_scores"])
+        assert len(lm.sample(sentence.split()[0], beam=1, max_len_b=5).split()) >= 1
+    assert scores[0].shape[0] == len(sentence.split()) + 1  # + </s>
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)
+    assert scores[0].mean() > -10
+
+
+def test_decoder_layers_convert_prune_and_compact(data_bin, dense_checkpoint, tmp_path):
+    init = tmp_path / "layers_init.pt"
+    proc = run("flop-convert", dense_checkpoint, init, "--flop-decoder-layers")
+    assert float(proc.stdout.split("= ")[1].split()[0]) < 1e-4
+    rep = report_json(init)
+    # 2 layers x (4 attention matrices 128x128 + fc1 256x128 + fc2 128x256)
+    assert rep["layers"]["params_before"] == 2 * (4 * 128 * 128 + 2 * 256 * 128)
+    assert rep["layers"]["params_after"] == rep["layers"]["params_before"]  # full rank: dense form is smaller
+
+    def prune_layers(model):  # what training would do: drop the weakest components of each matrix
+        for key in list(model):
+            if key.startswith("decoder.layers.") and key.endswith("gate.log_alpha_raw"):
+                n = model[key].numel()
+                model[key][n // 4:] = -100.0  # keep a quarter of each factorization
+    gated = tmp_path / "layers_pruned.pt"
+    _edit(init, gated, prune_layers)
+    out = tmp_path / "layers_compact.pt"
+    run("flop-compact", gated, out)
+    small = report_json(out)
+    # a quarter of the rank: (in + out) * r / 4 < in * out, so every matrix is now two thin ones
+    expected = 2 * (4 * (256 * 32) + 2 * (384 * 32))
+    assert small["layers"]["params_after"] == expected == report_json(gated)["layers"]["params_after"]
+    gated_loss, _ = eval_lm(data_bin, gated)
+    small_loss, _ = eval_lm(data_bin, out)
+    assert abs(small_loss - gated_loss) / gated_loss < 1e-4

@@ -1,0 +1,152 @@
+"""Pruning adaptive input/softmax bands through the real CLIs: fairseq-train (dense) ->
+flop-convert -> fairseq-train --criterion flop_adaptive_loss -> flop-report."""
+
+import re
+
+import pytest
+import torch
+
+from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR, eval_lm, report_json, run
+
+TARGET = 0.6
+# Fine-tuning schedule under which the Lagrangian settles on the target in a few
+# hundred updates of this tiny model (see PRUNE_ARGS below).
+PRUNE_ARGS = [
+    "--user-dir", USER_DIR, "--arch", "flop_transformer_lm", *MODEL_ARGS, "--criterion", "flop_adaptive_loss",
+    "--target-sparsity", str(TARGET), "--lr", "0.003", "--gate-lr-scale", "10", "--lambda-lr-scale", "2",
+    "--sparsity-warmup-updates", "150", "--log-interval", "20",
+]
+PRUNE_UPDATES = 400
+
+
+@pytest.fixture(scope="session")
+def flop_init(dense_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "flop_init.pt"
+    proc = run("flop-convert", dense_checkpoint, out, "--init-keep-prob", "0.95")
+    return str(out), proc.stdout
+
+
+@pytest.fixture(scope="session")
+def pruned(data_bin, flop_init, tmp_path_factory):
+    save = tmp_path_factory.mktemp("pruned")
+    proc = run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
+               "--max-update", PRUNE_UPDATES, "--save-dir", save)
+    return str(save / "checkpoint_last.pt"), proc.stdout + proc.stderr
+
+
+def _dict_size(data_bin):
+    with open(f"{data_bin}/dict.txt") as f:
+        return 4 + sum(1 for _ in f)
+
+
+def test_convert_preserves_the_dense_function(data_bin, dense_checkpoint, tmp_path):
+    out = tmp_path / "exact.pt"
+    proc = run("flop-convert", dense_checkpoint, out)  # default init: eval mask exactly 1
+    diff = float(re.search(r"= ([0-9.e+-]+)", proc.stdout).group(1))
+    assert diff < 1e-4
+    dense_loss, dense_ppl = eval_lm(data_bin, dense_checkpoint)
+    flop_loss, flop_ppl = eval_lm(data_bin, out)
+    assert abs(flop_loss - dense_loss) / dense_loss < 1e-4
+    assert abs(flop_ppl - dense_ppl) / dense_ppl < 1e-3
+
+
+def test_convert_counts_dense_parameters_exactly(data_bin, flop_init):
+    rep = report_json(flop_init[0])
+    v = _dict_size(data_bin)
+    d = 128
+    # band 0: embedding 500 x 128 + input projection 128 x 128 (its tied output has no projection);
+    # bands 1, 2: embedding |V_i| x d_i + projection d x d_i shared by input and softmax
+    expected = [500 * d + d * d, (1000 + d) * 32, (v - 1500 + d) * 8]
+    assert [b["params_before"] for b in rep["bands"]] == expected
+    assert rep["prunable_params"] == sum(expected)
+    assert [(b["band"], b["rank"]) for b in rep["bands"]] == [(0, 128), (1, 32), (2, 8)]
+    # the head band carries its own output factor: |V_0| + 2d per component at full rank
+    assert rep["bands"][0]["params_after"] == 128 * (500 + 2 * d)
+
+
+def test_pruning_reaches_the_target(pruned):
+    rep = report_json(pruned[0])
+    assert abs(rep["sparsity"] - TARGET) <= 0.01, rep
+    assert rep["remaining_prunable_params"] == sum(b["params_after"] for b in rep["bands"])
+    assert rep["num_updates"] == PRUNE_UPDATES
+    kept = [b["kept"] for b in rep["bands"]]
+    assert all(k < r for k, r in zip(kept, [b["rank"] for b in rep["bands"]]))
+
+
+def test_training_log_shows_the_sparsity_figures(pruned):
+    lines = [l for l in pruned[1].splitlines() if "train_inner" in l]
+    assert len(lines) == PRUNE_UPDATES // 20
+    for key in ("expected_sparsity", "target", "lambda1", "lambda2", "lagrangian", "hard_sparsity",
+                "kept_b0", "kept_b1", "kept_b2"):
+        assert f"{key}=" in lines[-1], key
+    final = dict(re.findall(r"(\w+)=([-0-9.e]+)", lines[-1]))
+    assert float(final["target"]) == TARGET
+    assert abs(float(final["hard_sparsity"]) - TARGET) <= 0.02
+    valid = [l for l in pruned[1].splitlines() if "valid on" in l]
+    assert valid and all("lagrangian" not in l and "sparsity" not in l for l in valid)
+
+
+def test_pruned_model_still_predicts(data_bin, dense_checkpoint, pruned):
+    dense_loss, _ = eval_lm(data_bin, dense_checkpoint)
+    loss, _ = eval_lm(data_bin, pruned[0])
+    assert loss < dense_loss * 1.15  # 60% of the embedding parameters gone, within 15% loss
+
+
+def test_interrupted_and_resumed_run_ends_in_the_same_state(data_bin, flop_init, tmp_path):
+    args = [data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0], "--update-freq", "2"]
+    run("fairseq-train", *args, "--max-update", 30, "--save-dir", tmp_path / "straight")
+    run("fairseq-train", *args, "--max-update", 15, "--save-dir", tmp_path / "split")
+    run("fairseq-train", *args, "--max-update", 30, "--save-dir", tmp_path / "split")
+    a = torch.load(tmp_path / "straight/checkpoint_last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "split/checkpoint_last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    assert int(a["flop_lagrangian.num_updates"]) == int(b["flop_lagrangian.num_updates"]) == 30
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), atol=1e-6, rtol=1e-5), key
+    assert a["flop_lagrangian.lambda_1_raw"].item() != 0.0
+
+
+def test_default_ddp_backend_is_refused_with_a_clear_message(data_bin, flop_init, tmp_path):
+    args = [a for a in TRAIN_ARGS]
+    i = args.index("--ddp-backend")
+    del args[i:i + 2]
+    proc = run("fairseq-train", data_bin, *args, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
+               "--max-update", 1, "--save-dir", tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "--ddp-backend legacy_ddp" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_training_from_scratch_without_convert(data_bin, tmp_path):
+    run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--max-update", 10, "--save-dir", tmp_path)
+    rep = report_json(tmp_path / "checkpoint_last.pt")
+    assert rep["gated"] and rep["num_updates"] == 10
+
+
+def _corrupt(src, dst, edit):
+    state = torch.load(src, weights_only=False)
+    edit(state)
+    torch.save(state, dst)
+
+
+def test_convert_refuses_what_it_cannot_convert(dense_checkpoint, flop_init, tmp_path):
+    def no_adaptive(state):
+        state["cfg"]["model"]["adaptive_input"] = False
+
+    def bad_shape(state):
+        key = "decoder.embed_tokens.embeddings.1.0.weight"
+        state["model"][key] = state["model"][key][:, :5].clone()
+
+    cases = {"no adaptive input": no_adaptive, "do not fit": bad_shape}
+    for needle, edit in cases.items():
+        bad = tmp_path / "bad.pt"
+        _corrupt(dense_checkpoint, bad, edit)
+        out = tmp_path / "out.pt"
+        proc = run("flop-convert", bad, out, check=False)
+        assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not out.exists()
+    proc = run("flop-convert", flop_init[0], tmp_path / "out.pt", check=False)
+    assert proc.returncode != 0 and "already a FLOP checkpoint" in proc.stderr
+    proc = run("flop-convert", tmp_path / "missing.pt", tmp_path / "out.pt", check=False)
+    assert proc.returncode != 0 and "no such checkpoint" in proc.stderr
+    assert not (tmp_path / "out.pt").exists()
