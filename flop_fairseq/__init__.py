@@ -9,7 +9,7 @@ from .factorized_band import FactorizedBand, LowRankBand
 from .factorized_linear import FactorizedLinear, low_rank_linear
 from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
-from .lagrangian import AugmentedLagrangian, reverse_gradient
+from .lagrangian import AugmentedLagrangian
 from .sparsity import (
     SparsityStats,
     expected_sparsity,
@@ -35,7 +35,6 @@ __all__ = [
     "gates_bypassed",
     "low_rank_linear",
     "prunable_params",
-    "reverse_gradient",
     "sparsity_stats",
     "unique_param_count",
 ]

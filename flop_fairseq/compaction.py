@@ -89,7 +89,7 @@ def match_structure(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
         return None
 
     _replace(model, make)
-    lagrangian_keys = {k.rsplit(".", 1)[0] for k in state_dict if k.endswith("lambda_1_raw")}
+    lagrangian_keys = {k.rsplit(".", 1)[0] for k in state_dict if k.endswith(".lambdas")}
     for name, parent, attr, child in list(_child_slots(model)):
         if isinstance(child, AugmentedLagrangian) and name not in lagrangian_keys:
             delattr(parent, attr)

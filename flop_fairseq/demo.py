@@ -187,14 +187,14 @@ def main(argv=None):
         os.path.join(logs, "train_dense.log"), show=show_train)
     dense = os.path.join(dense_dir, "checkpoint_last.pt")
     flop_init = os.path.join(work, "flop_init.pt")
-    run("flop-convert", [_tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.95],
+    run("flop-convert", [_tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.8],
         os.path.join(logs, "convert.log"), show=lambda l: l.strip())
     warmup = args.prune_updates * 2 // 5
     prune_log = run(f"fairseq-train: FLOP pruning to sparsity {args.target}",
                     [_tool("fairseq-train"), *common, "--user-dir", os.path.join(REPO, "user_dir"),
                      "--arch", "flop_transformer_lm", *model, "--criterion", "flop_adaptive_loss",
                      "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup,
-                     "--gate-lr-scale", 10, "--lambda-lr-scale", 2, "--lr", 0.003,
+                     "--lr", 0.003,
                      "--finetune-from-model", flop_init, "--max-update", args.prune_updates,
                      "--save-dir", flop_dir],
                     os.path.join(logs, "train_flop.log"), show=show_train)

@@ -4,75 +4,99 @@ import torch
 from torch import nn
 
 
-class _GradientReversal(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient by ``-1``."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
-
-
-def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
-    return _GradientReversal.apply(x)
-
-
 class AugmentedLagrangian(nn.Module):
     """``penalty = lambda_1 (s - t) + lambda_2 (s - t)^2``.
 
     ``s`` is the model's expected sparsity and ``t`` the target, which warms up
     linearly from 0 to ``target_sparsity`` over ``warmup_updates`` updates. The
-    model minimises the penalty while ``lambda_1``, ``lambda_2`` are maximised:
-    their gradients are reversed, so one standard optimizer and one backward pass
-    perform the min-max (gradient descent on the model, ascent on the lambdas).
+    model minimises the penalty (gradients reach ``s`` only) while the multipliers
+    are maximised by gradient ascent, ``lambda_1 += lr * (s - t)`` and
+    ``lambda_2 += lr * (s - t)^2`` (their exact partial derivatives), applied once
+    per update with the mean over the update's forward passes. The ascent is done
+    here, not by the model's optimizer, so the model keeps one optimizer and one
+    backward pass, and the multipliers move in proportion to the constraint
+    violation whatever that optimizer is. (Through Adam, whose steps have a
+    fixed size whatever the violation, the multipliers wind up while the gates
+    are still moving and the sparsity overshoots its target.)
 
-    ``lambda_i = lr_scale * lambda_i_raw + offset_i``: with Adam-type optimizers the
-    lambdas then move ``lr_scale`` times faster than the model's weights (changing
-    the scale moves the offsets, never the parameters).
+    ``lambda_2_init`` > 0 starts the quadratic term as the classic augmented
+    Lagrangian's penalty weight: it pulls ``s`` back towards ``t`` in proportion to
+    the distance from the first update on, so the sparsity follows the warm-up
+    closely and settles on the target instead of overshooting it (components
+    pruned past the target hardly come back: a gate stuck at 0 gets no gradient
+    from the task loss). ``lambda_1`` does the remaining, integral, part.
 
-    State (the lambdas, ``lr_scale`` and ``num_updates``, the position in the
-    target schedule) is in ``state_dict()``, so it is saved and restored with
-    the model it belongs to.
+    Call :meth:`set_num_updates` with the update count before each update's
+    forward passes (fairseq does, through the model): a larger count first
+    applies the ascent step of the passes since the last one. State (the
+    multipliers, the pending violation and ``num_updates``, the position in the
+    target schedule) is in ``state_dict()``, so it is saved and restored with the
+    model it belongs to, and a resumed run continues exactly.
     """
 
-    def __init__(self, target_sparsity: float = 0.0, warmup_updates: int = 0, lr_scale: float = 1.0):
+    def __init__(self, target_sparsity: float = 0.0, warmup_updates: int = 0, lr: float = 0.01,
+                 lambda_2_init: float = 0.0):
         super().__init__()
-        self.lambda_1_raw = nn.Parameter(torch.zeros(()))
-        self.lambda_2_raw = nn.Parameter(torch.zeros(()))
-        self.register_buffer("lr_scale", torch.tensor(float(lr_scale)))
-        self.register_buffer("lambda_offsets", torch.zeros(2))
+        self.register_buffer("lambdas", torch.tensor([0.0, float(lambda_2_init)], dtype=torch.float64))
+        # sum of (s - t), sum of (s - t)^2 and the number of passes since the last ascent step
+        self.register_buffer("pending", torch.zeros(3, dtype=torch.float64))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
+        # the ascent step size is state too: a resumed run applies the pending step before
+        # the training flags reach the controller again
+        self.register_buffer("lr", torch.tensor(float(lr), dtype=torch.float64))
         self.configure(target_sparsity, warmup_updates)
 
-    def configure(self, target_sparsity: float, warmup_updates: int, lr_scale: float = None) -> None:
+    def _apply(self, fn, *args, **kwargs):
+        # .half()/.bfloat16() of the model must not reach the controller: ascent steps of
+        # 1e-4 vanish in 16-bit floats. Devices follow; the dtype stays float64.
+        super()._apply(fn, *args, **kwargs)
+        for name in ("lambdas", "pending", "lr"):
+            self._buffers[name] = self._buffers[name].double()
+        return self
+
+    def fresh(self) -> bool:
+        """True before the first update: no ascent step taken, nothing pending."""
+        return int(self.num_updates) == 0 and float(self.lambdas[0]) == 0.0 and float(self.pending[2]) == 0.0
+
+    def configure(self, target_sparsity: float, warmup_updates: int, lr: float = None,
+                  lambda_2_init: float = None) -> None:
+        """Sets the schedule and step size; ``lambda_2_init`` sets ``lambda_2`` only on a
+        :meth:`fresh` controller (a resumed one keeps its multipliers)."""
         if not 0.0 <= target_sparsity < 1.0:
             raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
         if warmup_updates < 0:
             raise ValueError(f"sparsity warm-up must be >= 0 updates, got {warmup_updates}")
         self.target_sparsity = float(target_sparsity)
         self.warmup_updates = int(warmup_updates)
-        if lr_scale is not None:
-            self.set_lr_scale(lr_scale)
-
-    @torch.no_grad()
-    def set_lr_scale(self, lr_scale: float) -> None:
-        """Changes the learning-rate scale, keeping the lambdas' values."""
-        raw = torch.stack([self.lambda_1_raw.detach(), self.lambda_2_raw.detach()])
-        self.lambda_offsets.add_(raw * (self.lr_scale - lr_scale))
-        self.lr_scale.fill_(lr_scale)
+        if lr is not None:
+            if lr <= 0:
+                raise ValueError(f"the multipliers' learning rate must be > 0, got {lr}")
+            self.lr.fill_(float(lr))
+        if lambda_2_init is not None:
+            if lambda_2_init < 0:
+                raise ValueError(f"lambda_2 must start >= 0, got {lambda_2_init}")
+            if self.fresh():
+                self.lambdas[1] = float(lambda_2_init)
 
     @property
     def lambda_1(self) -> torch.Tensor:
-        return self.lambda_1_raw * self.lr_scale + self.lambda_offsets[0]
+        return self.lambdas[0]
 
     @property
     def lambda_2(self) -> torch.Tensor:
-        return self.lambda_2_raw * self.lr_scale + self.lambda_offsets[1]
+        return self.lambdas[1]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One gradient-ascent step on the multipliers with the pending mean violation."""
+        count = float(self.pending[2])
+        if count > 0:
+            self.lambdas.add_(float(self.lr) * self.pending[:2] / count)
+            self.pending.zero_()
 
     def set_num_updates(self, num_updates: int) -> None:
+        if int(num_updates) > int(self.num_updates):
+            self.step()
         self.num_updates.fill_(int(num_updates))
 
     def target(self, num_updates: int = None) -> float:
@@ -83,8 +107,13 @@ class AugmentedLagrangian(nn.Module):
         return self.target_sparsity * min(1.0, n / self.warmup_updates)
 
     def forward(self, expected_sparsity: torch.Tensor) -> torch.Tensor:
-        """The penalty (a scalar) for the differentiable expected sparsity ``s``."""
+        """The penalty (a scalar) for the differentiable expected sparsity ``s``.
+
+        In training mode the violation is recorded for the next ascent step.
+        """
         diff = expected_sparsity - self.target()
-        lambda_1 = reverse_gradient(self.lambda_1_raw) * self.lr_scale + self.lambda_offsets[0]
-        lambda_2 = reverse_gradient(self.lambda_2_raw) * self.lr_scale + self.lambda_offsets[1]
+        if self.training:
+            d = diff.detach().double()
+            self.pending.add_(torch.stack([d, d * d, torch.ones_like(d)]))
+        lambda_1, lambda_2 = self.lambdas.to(diff.dtype)
         return lambda_1 * diff + lambda_2 * diff * diff

@@ -13,10 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 USER_DIR = os.path.join(REPO, "user_dir")
 
-# d = 128 gives ranks 128/32/8 over the bands, so one rank component is at most
-# about 1% of the prunable parameters and 1-point sparsity targets are reachable.
+# d = 128 and factor 2 give band ranks 128/64/32, so one rank component is under 1%
+# of the prunable parameters and a 1-point sparsity tolerance is meaningful.
 MODEL_ARGS = [
     "--adaptive-input", "--adaptive-input-cutoff", "500,1500", "--adaptive-softmax-cutoff", "500,1500",
+    "--adaptive-input-factor", "2", "--adaptive-softmax-factor", "2",
     "--tie-adaptive-weights", "--tie-adaptive-proj",
     "--decoder-embed-dim", "128", "--decoder-input-dim", "128", "--decoder-output-dim", "128",
     "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2", "--decoder-attention-heads", "4",

@@ -16,7 +16,6 @@ from flop_fairseq import (
     gated_modules,
     gates_bypassed,
     prunable_params,
-    reverse_gradient,
     sparsity_stats,
     unique_param_count,
 )
@@ -456,14 +455,6 @@ def test_gates_bypassed_restores_and_covers_shared_modules():
 # --------------------------------------------------------------------------- Lagrangian
 
 
-def test_reverse_gradient():
-    x = torch.tensor([1.0, -2.0], requires_grad=True)
-    y = reverse_gradient(x)
-    assert torch.equal(y, x.detach())
-    (y * torch.tensor([3.0, 5.0])).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([-3.0, -5.0]))
-
-
 def test_lagrangian_target_warmup_is_linear():
     c = AugmentedLagrangian(target_sparsity=0.6, warmup_updates=200)
     for n in [0, 1, 50, 100, 150, 199, 200, 201, 1000]:
@@ -477,43 +468,49 @@ def test_lagrangian_target_warmup_is_linear():
         AugmentedLagrangian(0.5, -1)
 
 
-def test_lagrangian_penalty_and_gradient_signs():
-    c = AugmentedLagrangian(target_sparsity=0.5, lr_scale=2.0)
-    with torch.no_grad():
-        c.lambda_1_raw.fill_(-1.5)  # lambda_1 = -3
-        c.lambda_2_raw.fill_(2.0)  # lambda_2 = 4
+def test_lagrangian_penalty_gradient_and_ascent():
+    c = AugmentedLagrangian(target_sparsity=0.5, lr=0.1)
+    c.lambdas.copy_(torch.tensor([-3.0, 4.0]))
     s = torch.tensor(0.3, requires_grad=True)
     pen = c(s)
     assert pen.item() == pytest.approx(-3 * -0.2 + 4 * 0.04, abs=1e-6)
     pen.backward()
-    # the model descends: d pen / d s = lambda_1 + 2 lambda_2 (s - t)
+    # the model descends: d pen / d s = lambda_1 + 2 lambda_2 (s - t); nothing else gets a gradient
     assert s.grad.item() == pytest.approx(-3 + 2 * 4 * -0.2, abs=1e-6)
-    # the lambdas ascend: their gradients are reversed, times lr_scale
-    assert c.lambda_1_raw.grad.item() == pytest.approx(-2.0 * -0.2, abs=1e-6)
-    assert c.lambda_2_raw.grad.item() == pytest.approx(-2.0 * 0.04, abs=1e-6)
+    assert list(c.parameters()) == []
+    # a second pass of the same update, then the update's ascent step with the mean violation
+    c(torch.tensor(0.4))
+    c.set_num_updates(0)  # same update: no step yet
+    assert c.lambdas.tolist() == [-3.0, 4.0]
+    c.set_num_updates(1)
+    mean_d, mean_d2 = (-0.2 - 0.1) / 2, (0.04 + 0.01) / 2
+    assert c.lambda_1.item() == pytest.approx(-3.0 + 0.1 * mean_d, abs=1e-6)
+    assert c.lambda_2.item() == pytest.approx(4.0 + 0.1 * mean_d2, abs=1e-6)
+    c.set_num_updates(2)  # nothing pending: no change
+    assert c.lambda_1.item() == pytest.approx(-3.0 + 0.1 * mean_d, abs=1e-6)
+    c.eval()
+    c(torch.tensor(0.9))  # evaluation passes are not recorded
+    c.set_num_updates(3)
+    assert c.lambda_2.item() == pytest.approx(4.0 + 0.1 * mean_d2, abs=1e-6)
 
 
 def test_lagrangian_state_dict_round_trip():
-    c = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100, lr_scale=5.0)
-    with torch.no_grad():
-        c.lambda_1_raw.fill_(-0.25)
-        c.lambda_2_raw.fill_(0.5)
+    c = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100, lr=0.5)
+    c.lambdas.copy_(torch.tensor([-1.25, 2.5]))
     c.set_num_updates(37)
+    c(torch.tensor(0.2))  # a pending violation travels with the state
     sd = c.state_dict()
-    assert set(sd) == {"lambda_1_raw", "lambda_2_raw", "lr_scale", "lambda_offsets", "num_updates"}
-    d = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100)
+    assert set(sd) == {"lambdas", "pending", "num_updates", "lr"}
+    d = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100, lr=0.5)
     d.load_state_dict(sd)
     assert int(d.num_updates) == 37
-    assert float(d.lr_scale) == 5.0
     assert d.lambda_1.item() == pytest.approx(-1.25) and d.lambda_2.item() == pytest.approx(2.5)
     assert d.target() == pytest.approx(0.7 * 0.37)
     s = torch.tensor(0.1)
     assert d(s).item() == pytest.approx(c(s).item(), abs=1e-7)
-
-    # changing lr_scale keeps the lambdas' values
-    d.set_lr_scale(1.0)
-    assert d.lambda_1.item() == pytest.approx(-1.25) and d.lambda_2.item() == pytest.approx(2.5)
-    assert d.lambda_1_raw.item() == -0.25  # the parameter is untouched, the offset moves
+    c.set_num_updates(38)
+    d.set_num_updates(38)
+    assert torch.equal(c.lambdas, d.lambdas) and c.lambda_1.item() != -1.25
 
 
 @pytest.fixture
@@ -535,6 +532,9 @@ def _low_rank_teacher(d: int, layers: int, rank: int) -> nn.Module:
     return nn.Sequential(*mods[:-1])
 
 
+LAMBDA_LR = 1.0
+
+
 @pytest.mark.parametrize("target", [0.5, 0.8])
 def test_lagrangian_reaches_target_sparsity(target, one_thread):
     torch.manual_seed(0)
@@ -549,10 +549,8 @@ def test_lagrangian_reaches_target_sparsity(target, one_thread):
     model = nn.Sequential(
         FactorizedLinear(d, d, gate_lr_scale=4.0), nn.Tanh(), FactorizedLinear(d, d, gate_lr_scale=4.0)
     )
-    controller = AugmentedLagrangian(target, warmup_updates=warmup, lr_scale=5.0)
-    params = list(model.parameters()) + list(controller.parameters())
-    assert {id(controller.lambda_1_raw), id(controller.lambda_2_raw)} <= {id(p) for p in params}
-    optimizer = torch.optim.Adam(params, lr=1e-2)
+    controller = AugmentedLagrangian(target, warmup_updates=warmup, lr=LAMBDA_LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # one optimizer, for the model
 
     def full_loss() -> float:
         model.eval()

@@ -9,12 +9,11 @@ import torch
 from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR, eval_lm, report_json, run
 
 TARGET = 0.6
-# Fine-tuning schedule under which the Lagrangian settles on the target in a few
-# hundred updates of this tiny model (see PRUNE_ARGS below).
+# The criterion's default scales and quadratic weight; the warm-up and the updates after
+# it are what this tiny model needs to settle on the target.
 PRUNE_ARGS = [
     "--user-dir", USER_DIR, "--arch", "flop_transformer_lm", *MODEL_ARGS, "--criterion", "flop_adaptive_loss",
-    "--target-sparsity", str(TARGET), "--lr", "0.003", "--gate-lr-scale", "10", "--lambda-lr-scale", "2",
-    "--sparsity-warmup-updates", "150", "--log-interval", "20",
+    "--target-sparsity", str(TARGET), "--lr", "0.003", "--sparsity-warmup-updates", "200", "--log-interval", "20",
 ]
 PRUNE_UPDATES = 400
 
@@ -22,7 +21,7 @@ PRUNE_UPDATES = 400
 @pytest.fixture(scope="session")
 def flop_init(dense_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("convert") / "flop_init.pt"
-    proc = run("flop-convert", dense_checkpoint, out, "--init-keep-prob", "0.95")
+    proc = run("flop-convert", dense_checkpoint, out, "--init-keep-prob", "0.8")
     return str(out), proc.stdout
 
 
@@ -56,12 +55,15 @@ def test_convert_counts_dense_parameters_exactly(data_bin, flop_init):
     d = 128
     # band 0: embedding 500 x 128 + input projection 128 x 128 (its tied output has no projection);
     # bands 1, 2: embedding |V_i| x d_i + projection d x d_i shared by input and softmax
-    expected = [500 * d + d * d, (1000 + d) * 32, (v - 1500 + d) * 8]
+    expected = [500 * d + d * d, (1000 + d) * 64, (v - 1500 + d) * 32]
     assert [b["params_before"] for b in rep["bands"]] == expected
     assert rep["prunable_params"] == sum(expected)
-    assert [(b["band"], b["rank"]) for b in rep["bands"]] == [(0, 128), (1, 32), (2, 8)]
-    # the head band carries its own output factor: |V_0| + 2d per component at full rank
-    assert rep["bands"][0]["params_after"] == 128 * (500 + 2 * d)
+    assert [(b["band"], b["rank"]) for b in rep["bands"]] == [(0, 128), (1, 64), (2, 32)]
+    # the head band carries its own output factor: |V_0| + 2d per kept component; keep
+    # probability 0.8 puts round(0.2 n) zeros in the eval mask from the start
+    assert [b["kept"] for b in rep["bands"]] == [128 - 26, 64 - 13, 32 - 6]
+    assert rep["bands"][0]["params_after"] == (128 - 26) * (500 + 2 * d)
+    assert rep["bands"][2]["params_after"] == (32 - 6) * (v - 1500 + d)
 
 
 def test_pruning_reaches_the_target(pruned):
@@ -100,10 +102,10 @@ def test_interrupted_and_resumed_run_ends_in_the_same_state(data_bin, flop_init,
     a = torch.load(tmp_path / "straight/checkpoint_last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "split/checkpoint_last.pt", weights_only=False)["model"]
     assert a.keys() == b.keys()
-    assert int(a["flop_lagrangian.num_updates"]) == int(b["flop_lagrangian.num_updates"]) == 30
+    assert int(a["flop_lagrangian.num_updates"]) == int(b["flop_lagrangian.num_updates"]) == 29  # set before each update
     for key in a:
         assert torch.allclose(a[key].double(), b[key].double(), atol=1e-6, rtol=1e-5), key
-    assert a["flop_lagrangian.lambda_1_raw"].item() != 0.0
+    assert a["flop_lagrangian.lambdas"][0].item() != 0.0
 
 
 def test_default_ddp_backend_is_refused_with_a_clear_message(data_bin, flop_init, tmp_path):

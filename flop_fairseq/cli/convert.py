@@ -151,6 +151,9 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
     state["args"] = None
     state["criterion"] = None
     state.pop("last_optimizer_state", None)
+    # a fresh start for the pruning schedule (fairseq hands this count to the model on load)
+    state["optimizer_history"] = [dict(state["optimizer_history"][-1], num_updates=0)] \
+        if state.get("optimizer_history") else []
     size = save_checkpoint_atomic(state, out_path, dense_path)
     total = sum(p.numel() for p in flop.parameters())
     log(f"flop-convert: wrote {out_path} ({size / 2**20:.1f} MiB): arch {flop_cfg['_name']}, "

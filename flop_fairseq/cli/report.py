@@ -21,8 +21,8 @@ def flop_layer_names(model, cfg_model) -> list:
 
 
 @torch.no_grad()
-def report(model, cfg_model) -> dict:
-    """The report as a dict (the ``--json`` output)."""
+def report(model, cfg_model, num_updates=None) -> dict:
+    """The report as a dict (the ``--json`` output); ``num_updates`` is the checkpoint's count."""
     cutoffs = {"decoder.embed_tokens.bands": model.decoder.embed_tokens.cutoff,
                "decoder.adaptive_softmax.bands": model.decoder.adaptive_softmax.cutoff}
     bands = band_rows(model, cutoffs)
@@ -49,8 +49,9 @@ def report(model, cfg_model) -> dict:
             "per_matrix": layers,
         }
     lagrangian = getattr(model, "flop_lagrangian", None)
+    if num_updates is not None:
+        out["num_updates"] = int(num_updates)
     if lagrangian is not None:
-        out["num_updates"] = int(lagrangian.num_updates)
         out["lambda_1"] = float(lagrangian.lambda_1)
         out["lambda_2"] = float(lagrangian.lambda_2)
     return out
@@ -115,7 +116,8 @@ def main(argv=None):
         state, model = load_flop_model(args.checkpoint)
     except CheckpointError as e:
         sys.exit(f"flop-report: error: {e}")
-    rep = report(model, state["cfg"]["model"])
+    history = state.get("optimizer_history") or [{}]
+    rep = report(model, state["cfg"]["model"], history[-1].get("num_updates"))
     print(json.dumps(rep, indent=2) if args.json else format_table(args.checkpoint, rep))
     if args.plot:
         plot(rep, args.plot)

@@ -1,10 +1,12 @@
 """``flop_adaptive_loss``: fairseq's adaptive loss plus FLOP's augmented Lagrangian."""
 
 from dataclasses import dataclass, field
+from typing import List
 
 from fairseq.criterions import register_criterion
 from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
 from fairseq.logging import metrics
+from omegaconf import II
 
 from ..sparsity import expected_sparsity, gated_modules, sparsity_stats
 
@@ -22,15 +24,21 @@ class FlopAdaptiveLossConfig(AdaptiveLossConfig):
                           "--target-sparsity (0: the full target from the start)"},
     )
     gate_lr_scale: float = field(
-        default=10.0,
+        default=20.0,
         metadata={"help": "learning-rate multiplier of the gates' log_alpha relative to --lr "
                           "(applied by reparametrization, so one optimizer serves all)"},
     )
     lambda_lr_scale: float = field(
         default=10.0,
-        metadata={"help": "learning-rate multiplier of the Lagrange multipliers lambda_1, lambda_2 "
-                          "(maximised by gradient ascent through a gradient-reversal)"},
+        metadata={"help": "learning rate of the Lagrange multipliers lambda_1, lambda_2 relative to --lr: "
+                          "each update they take a gradient-ascent step lambda += lr * scale * dpenalty/dlambda"},
     )
+    lambda2_init: float = field(
+        default=50.0,
+        metadata={"help": "initial lambda_2, the weight of the quadratic term (s - t)^2: the pull back "
+                          "towards the target that keeps the sparsity from overshooting it"},
+    )
+    lr: List[float] = II("optimization.lr")
 
 
 def _band_label(name: str):
@@ -45,6 +53,8 @@ def _band_label(name: str):
 class FlopAdaptiveLoss(AdaptiveLoss):
     """``loss = adaptive_loss + sample_size * (lambda_1 (s - t) + lambda_2 (s - t)^2)``.
 
+    The multipliers take one gradient-ascent step per update (see
+    :class:`AugmentedLagrangian`); the gates learn through the model's optimizer.
     The penalty is scaled by the sample size because fairseq divides the summed
     gradients by it, so the Lagrangian acts per token whatever the batch size or
     ``--update-freq``. Logged ``loss``/``ppl`` exclude the penalty; validation has
@@ -53,8 +63,10 @@ class FlopAdaptiveLoss(AdaptiveLoss):
     """
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
-                 lambda_lr_scale):
+                 lambda_lr_scale, lambda2_init=50.0, lr=1.0):
         super().__init__(task, sentence_avg)
+        self.lambda2_init = lambda2_init
+        self.lambda_lr = lambda_lr_scale * lr
         self.target_sparsity = target_sparsity
         self.sparsity_warmup_updates = sparsity_warmup_updates
         self.gate_lr_scale = gate_lr_scale
@@ -74,8 +86,10 @@ class FlopAdaptiveLoss(AdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --sparsity-warmup-updates must be >= 0")
         if cfg.gate_lr_scale <= 0 or cfg.lambda_lr_scale <= 0:
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
+        if cfg.lambda2_init < 0:
+            raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
-                   cfg.gate_lr_scale, cfg.lambda_lr_scale)
+                   cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]))
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -87,7 +101,8 @@ class FlopAdaptiveLoss(AdaptiveLoss):
                 "flop_adaptive_loss: the model has no FLOP gates (a compacted checkpoint or another "
                 "arch); use --criterion adaptive_loss to fine-tune it"
             )
-        lagrangian.configure(self.target_sparsity, self.sparsity_warmup_updates, self.lambda_lr_scale)
+        lagrangian.configure(self.target_sparsity, self.sparsity_warmup_updates, self.lambda_lr,
+                             lambda_2_init=self.lambda2_init)
         for _, m in gated_modules(model):
             m.gate.set_lr_scale(self.gate_lr_scale)
         self._configured = model

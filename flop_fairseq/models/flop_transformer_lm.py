@@ -190,11 +190,6 @@ class FlopTransformerLanguageModel(TransformerLanguageModel):
         decoder = FlopTransformerDecoder(args, task.target_dictionary, embed_tokens, output_bands, cutoff)
         return cls(decoder)
 
-    def set_num_updates(self, num_updates):
-        super().set_num_updates(num_updates)
-        if hasattr(self, "flop_lagrangian"):
-            self.flop_lagrangian.set_num_updates(num_updates)
-
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         match_structure(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
