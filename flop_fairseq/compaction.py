@@ -22,16 +22,17 @@ def _child_slots(model: nn.Module) -> Iterator[Tuple[str, nn.Module, str, nn.Mod
 def _replace(model: nn.Module, make) -> Dict[str, nn.Module]:
     """Replaces every child ``c`` for which ``make(name, c)`` returns a module; a child shared by
     several parents is replaced by one shared new module. Returns the replacements by name."""
-    done: Dict[int, nn.Module] = {}
+    # keyed by id, holding the old child too: a freed child's id could be reused by a new module
+    done: Dict[int, Tuple[nn.Module, nn.Module]] = {}
     replaced = {}
-    for name, parent, attr, child in _child_slots(model):
+    for name, parent, attr, child in list(_child_slots(model)):
         if id(child) not in done:
             new = make(name, child)
             if new is None:
                 continue
-            done[id(child)] = new
+            done[id(child)] = (child, new)
             replaced[name] = new
-        setattr(parent, attr, done[id(child)])
+        setattr(parent, attr, done[id(child)][1])
     return replaced
 
 

@@ -108,7 +108,8 @@ def test_hub_scores_match_between_gated_and_compact(data_bin, pruned, compact): 
         lm.eval()
         scores.append(lm.score(sentence)["positional_scores"])
         assert len(lm.sample(sentence.split()[0], beam=1, max_len_b=5).split()) >= 1
-    assert scores[0].shape[0] == len(sentence.split()) + 1  # + </s>
+    # one log-probability per word: the hub encodes words + </s> and scores all but the first
+    assert scores[0].shape[0] == lm.encode(sentence).numel() - 1 == len(sentence.split())
     assert torch.allclose(scores[0], scores[1], atol=1e-5)
     assert scores[0].mean() > -10
 
