@@ -33,7 +33,7 @@ def run(tool, *args, check=True, cwd=REPO):
     """Runs a console script of the venv (fairseq-train, flop-convert, ...); returns the result."""
     exe = os.path.join(BIN, tool)
     proc = subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2"))
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
