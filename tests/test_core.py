@@ -587,3 +587,12 @@ def test_lagrangian_reaches_target_sparsity(target, one_thread):
         torch.testing.assert_close(compact(x[:64]), model(x[:64]), atol=1e-4, rtol=1e-4)
     assert n_params(compact) == model[0].exact_params() + model[2].exact_params()
     assert n_params(compact) - 2 * d == stats.remaining_prunable_params
+
+
+def test_core_imports_no_fairseq():
+    import subprocess
+    import sys
+
+    code = "import sys, flop_fairseq; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fairseq'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
