@@ -33,9 +33,10 @@ A row for "a dense fairseq transformer_lm of the compact model's shape" is not o
 compact bands have arbitrary ranks ``r_i`` per band (``|V_i| x r_i`` embedding, ``d x r_i``
 projection, plus an output projection for the tied head band), while fairseq's adaptive
 input fixes band ``i``'s dim to ``decoder_input_dim // factor**i`` and tied adaptive weights
-need ``decoder_input_dim == decoder_output_dim``; a compact FLOP model *is* that small
-dense low-rank model (a randomly initialised one times the same), which
-``scripts/benchmark_wikitext2.py`` trains from scratch as its "small" baseline.
+need ``decoder_input_dim == decoder_output_dim``. A compact FLOP model already *is* such a
+small dense model (plain low-rank bands, no gates); a randomly initialised one of the same
+ranks would time the same. ``scripts/benchmark_wikitext2.py`` trains such models from
+scratch as its "small" baseline.
 """
 
 import argparse

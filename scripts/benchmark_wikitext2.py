@@ -130,6 +130,11 @@ def train_flags(max_update: int, log_interval: int = 25) -> List[str]:
     ]
 
 
+def file_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
 def tool(name: str) -> str:
     path = os.path.join(VENV_BIN, name)
     return path if os.path.exists(path) else name
@@ -153,6 +158,7 @@ class Step:
     deps: List[str] = field(default_factory=list)
     exclusive: bool = False  # run with nothing else of ours running
     code: bool = True  # runs flop_fairseq code: the code snapshot's hash is part of its key
+    scripts: List[str] = field(default_factory=list)  # scripts/ files it runs: their hashes are part of its key
     post: Optional[Callable[["Step", str], None]] = None  # (step, step_dir) -> writes result files
     key: str = ""
 
@@ -167,6 +173,7 @@ class Runner:
         self.order: List[str] = []
         self.code_hash = ""
         self.code_dir = None
+        self._last_load = 0.0
         self.wall: Dict[str, float] = {}
         self.span: Dict[str, tuple] = {}  # step -> (start, end) epoch seconds
 
@@ -181,7 +188,8 @@ class Runner:
         for d in step.deps:
             assert d in self.steps, f"{step.name}: unknown dependency {d}"
         payload = json.dumps([[c.argv, c.stdout] for c in step.cmds] + [self.steps[d].key for d in step.deps]
-                             + ([self.code_hash] if step.code else []))
+                             + ([self.code_hash] if step.code else [])
+                             + [file_hash(os.path.join(REPO, "scripts", f)) for f in step.scripts])
         step.key = hashlib.sha256(payload.encode()).hexdigest()[:16]
         self.steps[step.name] = step
         self.order.append(step.name)
@@ -190,8 +198,8 @@ class Runner:
     def snapshot_code(self) -> None:
         """Copies flop_fairseq/ and user_dir/ into ROOT/code and puts it first on every child's
         PYTHONPATH, so that edits to the working tree during a run do not reach later steps;
-        the snapshot's hash (with scripts/agp_train.py and scripts/benchmark_speed.py) is part
-        of the key of every step that runs FLOP code, so changed code reruns those steps."""
+        the snapshot's hash is part of the key of every step that runs FLOP code, so changed
+        code reruns those steps."""
         code = os.path.join(self.root, "code")
         tmp = code + ".tmp"
         if os.path.exists(tmp):
@@ -207,8 +215,6 @@ class Runner:
         for path in sorted(files):
             h.update(os.path.relpath(path, tmp).encode())
             h.update(open(path, "rb").read())
-        for extra in ("agp_train.py", "benchmark_speed.py"):
-            h.update(open(os.path.join(REPO, "scripts", extra), "rb").read())
         if os.path.exists(code):
             shutil.rmtree(code)
         os.replace(tmp, code)
@@ -328,6 +334,10 @@ class Runner:
                         raise SystemExit(f"benchmark: steps {pending} can never run (dependencies)")
                     continue
                 time.sleep(0.5)
+                if time.time() - self._last_load >= 30:
+                    self._last_load = time.time()
+                    with open(os.path.join(self.root, "loadavg.txt"), "a") as f:
+                        f.write(f"{time.time():.0f} {os.getloadavg()[0]:.2f} {len(running)}\n")
                 for job in list(running):
                     rc = job["proc"].poll()
                     if rc is None:
@@ -640,7 +650,7 @@ def build_steps(r: Runner, data: str, cfg: dict, data_root: str) -> dict:
                    "--finetune-from-model", dense_ckpt, "--save-dir", p(st, "ckpt")]),
             Cmd([PY, os.path.join(REPO, "scripts", "agp_train.py"), "finalize", p(st, "ckpt/checkpoint_last.pt"),
                  p(st, "agp.pt"), "--sparsity", str(s), "--json"], stdout="finalize.json"),
-        ], outputs=["agp.pt", "finalize.json"], deps=["dense"]))
+        ], outputs=["agp.pt", "finalize.json"], deps=["dense"], scripts=["agp_train.py"]))
         models[f"agp_s{tag}"] = {"ckpt": p(st, "agp.pt"), "method": "agp", "budget": s, "train_step": st, "dep": st}
         # 4. small model from scratch, D + F updates
         st = f"small_s{tag}"
@@ -696,7 +706,7 @@ def build_steps(r: Runner, data: str, cfg: dict, data_root: str) -> dict:
                                     r.env["OMP_NUM_THREADS"], "--user-dir", user[1], "--json"],
                                 stdout="speed.json")],
                outputs=["speed.json"], deps=[f"flop_s{int(round(s * 100))}" for s in BUDGETS]
-               + ["dense", "svdft_s90", "agp_s90"], exclusive=True))
+               + ["dense", "svdft_s90", "agp_s90"], exclusive=True, scripts=["benchmark_speed.py"]))
     return models
 
 
@@ -825,8 +835,24 @@ def write_report(results: dict, r: Runner, out: str, png: str, mode: str, cfg: d
     L.append("## Set-up\n")
     L.append(f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, no GPU; {info['platform']}; "
              f"Python {info['python']}, torch {info['torch']}, fairseq {info['fairseq']}.")
-    L.append(f"- **Timings are noisy**: other people's jobs shared the 2 cores during the run (load average "
-             f"above 2 most of the time). Every process ran with {args.threads} torch thread(s) "
+    load_file = os.path.join(r.root, "loadavg.txt")
+    loads = []
+    if os.path.exists(load_file):
+        spans = list(r.span.values())
+        lo_t = min(s for s, _ in spans) if spans else 0
+        for line_ in open(load_file):
+            t_, l_, n_ = line_.split()
+            if float(t_) >= lo_t:
+                loads.append((float(l_), int(n_)))
+    if loads:
+        ls = sorted(x[0] for x in loads)
+        load_txt = (f"1-minute load average sampled every 30 s during the run: median {statistics.median(ls):.1f}, "
+                    f"range {ls[0]:.1f}-{ls[-1]:.1f}, while this benchmark itself ran "
+                    f"{statistics.median([x[1] for x in loads]):.0f} process(es) (median)")
+    else:
+        load_txt = "the load average was not recorded for this run"
+    L.append(f"- **Timings are noisy**: other sessions' jobs (training runs, test suites) shared the 2 cores "
+             f"during the run ({load_txt}). Every process ran with {args.threads} torch thread(s) "
              f"(OMP_NUM_THREADS); up to {args.jobs} of this benchmark's processes (training runs and "
              f"evaluations) ran at once, except the speed runs (training-speed runs and "
              f"`scripts/benchmark_speed.py`), which ran one at a time with nothing else of this benchmark "
@@ -904,6 +930,11 @@ def write_report(results: dict, r: Runner, out: str, png: str, mode: str, cfg: d
                  f"{1 - flop['band_fraction']:.3f} ({flop['band_params']:,} band parameters, ranks "
                  f"{'/'.join(map(str, flop['ranks']))}) with test ppl {flop['test_ppl']:.1f}; {others}. "
                  f"{verdict}.")
+    tally = []
+    for m in ("svd", "svd+ft", "agp", "small"):
+        wins = [f"{1 - s:.0%}" for s in BUDGETS if by[("flop", s)]["test_ppl"] < by[(m, s)]["test_ppl"]]
+        tally.append(f"{METHOD_LABEL[m]}: at {', '.join(wins) if wins else 'no'} budget{'s' if len(wins) != 1 else ''}")
+    L.append("- Where FLOP's test perplexity is lower than each baseline's -- " + "; ".join(tally) + ".")
     if ("dense+ft", None) in by:
         dft = by[("dense+ft", None)]
         L.append(f"- The unpruned references: dense after D = {D} updates test ppl {dense['test_ppl']:.1f}, after "
@@ -952,6 +983,8 @@ def write_report(results: dict, r: Runner, out: str, png: str, mode: str, cfg: d
              f"per token, dominated by writing a |V|-wide tensor, which no pruning of the bands changes); "
              f"*loss* is the adaptive-softmax loss path used in training/validation (only the target's "
              f"cluster is scored), where smaller bands do show up.\n")
+    L.append("(file MiB = the checkpoint file as written: fairseq-train's checkpoints also hold the Adam state, "
+             "`flop-compact` and AGP's `finalize` outputs do not; the weights alone are in the Results notes.)\n")
     L.append("| model | params | file MiB | scorer tok/s | loss tok/s |")
     L.append("|---|---:|---:|---:|---:|")
     for m in es["models"]:
@@ -1004,7 +1037,8 @@ def write_report(results: dict, r: Runner, out: str, png: str, mode: str, cfg: d
     L.append("```")
     for n in r.order:
         for c in r.steps[n].cmds:
-            argv = [os.path.relpath(a, REPO) if os.path.isabs(a) and a.startswith(REPO) else a for a in c.argv]
+            argv = [os.path.relpath(a, REPO) if os.path.isabs(a) and a.startswith(REPO) else a.replace(REPO + "/", "")
+                    for a in c.argv]
             argv = [("python" if a == PY else a) for a in argv]
             L.append(f"# {n}\n" + " ".join(shlex.quote(a) for a in argv) + (f" > {c.stdout}" if c.stdout else ""))
     L.append("```\n")
@@ -1109,6 +1143,15 @@ def main(argv=None):
                 if len(vals) == 3:
                     runner.span[n] = (vals[1], vals[2])
     else:
+        # a background job (make bench &) ignores SIGINT; make SIGINT/SIGTERM stop the running
+        # steps' processes (Runner.run terminates them on any exception) instead of orphaning them
+        import signal
+
+        def _stop(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         runner.run()
     results = collect(runner, models)
     wall = time.time() - start
