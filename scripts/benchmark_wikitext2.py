@@ -441,12 +441,9 @@ def _set_gates(model, keep: Dict[int, List[int]], bands) -> None:
 
 
 def unique_bands(model):
-    seen = []
-    for bands in (model.decoder.embed_tokens.bands, model.decoder.adaptive_softmax.bands):
-        for b in bands:
-            if all(b is not s for s in seen):
-                seen.append(b)
-    return seen
+    from flop_fairseq.cli.compact import unique_bands as bands_of
+
+    return bands_of(model)
 
 
 def budget_ranks(bands, sparsity: float) -> List[int]:

@@ -42,7 +42,7 @@ def compact(in_path: str, out_path: str, tolerance: float = 1e-4, log=print) -> 
     size_after = save_checkpoint_atomic(state, out_path, in_path)
 
     rows = [f"{'band':<28} {'rank':>6} {'kept':>6} {'params before':>14} {'params after':>13}"]
-    for r, band in zip(rep["bands"], _unique_bands(gated)):
+    for r, band in zip(rep["bands"], unique_bands(gated)):
         before = band.rank * band.params_per_component()
         rows.append(f"{_band_label(r):<28} {r['rank']:>6} {r['kept']:>6} {before:>14,} {r['params_after']:>13,}")
     if "layers" in rep:
@@ -58,7 +58,8 @@ def compact(in_path: str, out_path: str, tolerance: float = 1e-4, log=print) -> 
             "size_after": size_after, "max_logprob_diff": diff, "sparsity": rep["sparsity"]}
 
 
-def _unique_bands(model):
+def unique_bands(model):
+    """The model's bands in input-then-softmax order, a band shared by both once."""
     seen = []
     for bands in (model.decoder.embed_tokens.bands, model.decoder.adaptive_softmax.bands):
         for b in bands:
