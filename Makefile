@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) -m flop_fairseq.demo $(if $(DATA),--data $(DATA),)
+	$(PY) -m flop_fairseq.demo $(if $(DATA),--data $(DATA),) $(DEMO_FLAGS)
 
 bench: setup
 	$(PY) scripts/benchmark_wikitext2.py --mode quick

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The FLOP settings sweep behind BENCHMARKS.md ("FLOP sparsity trajectories and tuning"):
+# prunes the WikiText-2 benchmark's dense model (after `make bench-full`) with one set of
+# flop_adaptive_loss settings per line of CONFIGS, compacts, evaluates on valid and test,
+# and appends one line per run to SWEEP_DIR/results.txt. Settings are chosen on
+# validation perplexity; test is printed for the record.
+#
+#   bash scripts/sweep_flop_settings.sh [BENCH_DIR] [SWEEP_DIR] [CONFIGS]
+#
+# BENCH_DIR: the benchmark's work directory (default bench_run/full); SWEEP_DIR: where runs
+# go (default BENCH_DIR/sweep); CONFIGS: a file of lines
+#   NAME flop   TARGET UPDATES WARMUP LAMBDA_LR_SCALE GATE_LR_SCALE LAMBDA2_INIT
+#   NAME agp    TARGET UPDATES RAMP_END_UPDATE
+#   NAME svdft  UPDATES RANK0,RANK1,...     (SVD truncation to given band ranks + fine-tuning)
+# (default: the grid in BENCHMARKS.md). Runs whose results line exists are skipped.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$(realpath "${1:-$REPO/bench_run/full}")
+SWEEP=$(realpath -m "${2:-$BENCH/sweep}")
+CONFIGS=${3:-}
+V=$REPO/.venv/bin
+DATA=$BENCH/../data/bin
+DENSE=$BENCH/dense/ckpt/checkpoint_last.pt
+INIT=$BENCH/convert/flop_init.pt
+for f in "$DATA/dict.txt" "$DENSE" "$INIT"; do
+    [ -f "$f" ] || { echo "sweep: $f is missing; run 'make bench-full' first" >&2; exit 2; }
+done
+mkdir -p "$SWEEP"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=ignore
+
+# the benchmark's model and training flags (scripts/benchmark_wikitext2.py: MODEL_FLAGS, train_flags)
+MODEL=(--adaptive-input --adaptive-input-cutoff 2000,10000 --adaptive-softmax-cutoff 2000,10000
+       --tie-adaptive-weights --tie-adaptive-proj --decoder-embed-dim 128 --decoder-input-dim 128
+       --decoder-output-dim 128 --decoder-ffn-embed-dim 512 --decoder-layers 2 --decoder-attention-heads 4)
+TRAIN=(--task language_modeling --tokens-per-sample 128 --max-tokens 2048 --optimizer adam --lr 0.003
+       --ddp-backend legacy_ddp --cpu --seed 1 --log-format simple --log-interval 25 --disable-validation
+       --no-epoch-checkpoints --save-interval-updates 0 --num-workers 0)
+FLOP=(--arch flop_transformer_lm "${MODEL[@]}" --user-dir "$REPO/user_dir")
+
+evaluate() {  # CKPT DIR -> "valid=… test=…"
+    local s
+    for s in valid test; do
+        "$V/fairseq-eval-lm" "$DATA" --user-dir "$REPO/user_dir" --path "$1" --tokens-per-sample 128 \
+            --max-tokens 4096 --cpu --gen-subset $s --seed 1 > "$2/eval_$s.log" 2>&1
+    done
+    echo "valid=$(grep -o 'Perplexity: [0-9.]*' "$2/eval_valid.log" | cut -d' ' -f2)" \
+         "test=$(grep -o 'Perplexity: [0-9.]*' "$2/eval_test.log" | cut -d' ' -f2)"
+}
+
+kept() {  # CKPT -> "sparsity=… ranks=…"
+    "$V/flop-report" "$1" --json | "$V/python" -c '
+import json, sys
+r = json.load(sys.stdin)
+print("sparsity=%.4f ranks=%s" % (r["sparsity"], "/".join(str(b["kept"]) for b in r["bands"])))'
+}
+
+run_one() {
+    local name=$1 kind=$2; shift 2
+    local d=$SWEEP/$name
+    grep -q "^$name " "$SWEEP/results.txt" 2>/dev/null && return 0
+    rm -rf "$d"; mkdir -p "$d"
+    case $kind in
+    flop)
+        local t=$1 u=$2 w=$3 ll=$4 gl=$5 l2=$6
+        "$V/fairseq-train" "$DATA" "${TRAIN[@]}" "${FLOP[@]}" --max-update "$u" --criterion flop_adaptive_loss \
+            --target-sparsity "$t" --sparsity-warmup-updates "$w" --lambda-lr-scale "$ll" --gate-lr-scale "$gl" \
+            --lambda2-init "$l2" --finetune-from-model "$INIT" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
+        "$V/flop-compact" "$d/ckpt/checkpoint_last.pt" "$d/compact.pt" > "$d/compact.log" 2>&1
+        echo "$name flop target=$t updates=$u warmup=$w lambda_lr_scale=$ll gate_lr_scale=$gl lambda2_init=$l2" \
+             "$(kept "$d/compact.pt") $(evaluate "$d/compact.pt" "$d")" ;;
+    agp)
+        local t=$1 u=$2 e=$3
+        "$V/python" "$REPO/scripts/agp_train.py" "$DATA" "${TRAIN[@]}" --max-update "$u" --arch transformer_lm \
+            "${MODEL[@]}" --criterion agp_adaptive_loss --agp-target-sparsity "$t" --agp-end-update "$e" \
+            --finetune-from-model "$DENSE" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
+        "$V/python" "$REPO/scripts/agp_train.py" finalize "$d/ckpt/checkpoint_last.pt" "$d/agp.pt" --sparsity "$t" \
+            > "$d/finalize.log" 2>&1
+        echo "$name agp target=$t updates=$u ramp_end=$e $(evaluate "$d/agp.pt" "$d")" ;;
+    svdft)
+        local u=$1 ranks=$2
+        "$V/python" "$REPO/scripts/benchmark_wikitext2.py" svd-truncate "$INIT" "$d/svd_gated.pt" --ranks "$ranks" \
+            > "$d/alloc.json"
+        "$V/flop-compact" "$d/svd_gated.pt" "$d/svd_compact.pt" > "$d/compact.log" 2>&1
+        "$V/fairseq-train" "$DATA" "${TRAIN[@]}" "${FLOP[@]}" --max-update "$u" --criterion adaptive_loss \
+            --finetune-from-model "$d/svd_compact.pt" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
+        echo "$name svdft updates=$u $(kept "$d/ckpt/checkpoint_last.pt") $(evaluate "$d/ckpt/checkpoint_last.pt" "$d")" ;;
+    *) echo "sweep: unknown kind '$kind' in line '$name $kind $*'" >&2; exit 2 ;;
+    esac | tee -a "$SWEEP/results.txt"
+}
+
+DEFAULT_GRID="\
+flop_s50_ll100_gl20_w125_l2x50   flop 0.5 250 125 100 20 50
+flop_s70_ll100_gl20_w125_l2x50   flop 0.7 250 125 100 20 50
+flop_s90_ll100_gl20_w125_l2x50   flop 0.9 250 125 100 20 50
+flop_s50_ll10_gl20_w125_l2x50    flop 0.5 250 125 10 20 50
+flop_s50_ll100_gl20_w200_l2x50   flop 0.5 250 200 100 20 50
+flop_s50_ll100_gl5_w125_l2x50    flop 0.5 250 125 100 5 50
+flop_s50_ll10_gl20_w200_l2x50    flop 0.5 250 200 10 20 50
+flop_s70_ll10_gl20_w200_l2x50    flop 0.7 250 200 10 20 50
+flop_s50_ll10_gl50_w125_l2x50    flop 0.5 250 125 10 50 50
+flop_s90_ll10_gl50_w125_l2x50    flop 0.9 250 125 10 50 50
+flop_s50_ll10_gl50_w200_l2x50    flop 0.5 250 200 10 50 50
+flop_s70_ll10_gl50_w200_l2x50    flop 0.7 250 200 10 50 50
+flop_s90_ll10_gl50_w200_l2x50    flop 0.9 250 200 10 50 50
+flop_s50_ll30_gl50_w200_l2x50    flop 0.5 250 200 30 50 50
+flop_s90_ll30_gl50_w200_l2x50    flop 0.9 250 200 30 50 50
+flop_s50_ll10_gl50_w200_l2x200   flop 0.5 250 200 10 50 200
+flop_s90_ll10_gl50_w200_l2x200   flop 0.9 250 200 10 50 200
+flop_s50_ll10_gl50_w200_l2x500   flop 0.5 250 200 10 50 500
+flop_s70_ll10_gl50_w200_l2x500   flop 0.7 250 200 10 50 500
+flop_s90_ll10_gl50_w200_l2x500   flop 0.9 250 200 10 50 500
+flop_s50_ll30_gl50_w200_l2x500   flop 0.5 250 200 30 50 500
+flop_s70_ll30_gl50_w200_l2x500   flop 0.7 250 200 30 50 500
+flop_s90_ll30_gl50_w200_l2x500   flop 0.9 250 200 30 50 500
+agp_s50_end125                   agp 0.5 250 125
+agp_s70_end125                   agp 0.7 250 125
+agp_s50_end200                   agp 0.5 250 200
+agp_s70_end200                   agp 0.7 250 200
+svdft_s50_flop_ranks             svdft 250 91,15,1"
+
+if [ -n "$CONFIGS" ]; then grid=$(cat "$CONFIGS"); else grid=$DEFAULT_GRID; fi
+while read -r line; do
+    [ -z "${line// }" ] || [ "${line:0:1}" = "#" ] && continue
+    # shellcheck disable=SC2086
+    run_one $line
+done <<< "$grid"
+echo "sweep: results in $SWEEP/results.txt"
