@@ -1119,7 +1119,9 @@ def main(argv=None):
                         help="directory with wiki.{train,valid,test}.tokens (default ../shared/data/wikitext-2)")
     parser.add_argument("--workdir", default=os.path.join(REPO, "bench_run"),
                         help="where every step's outputs are cached (default bench_run/)")
-    parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
+    parser.add_argument("--out", default=None,
+                        help="report (default: BENCHMARKS.md for --mode full, WORKDIR/MODE/BENCHMARKS.md otherwise, "
+                             "so a quick run does not replace the full-mode results)")
     parser.add_argument("--plot", default=None, help="PNG (default docs/bench_wikitext2.png next to --out)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
@@ -1144,7 +1146,10 @@ def main(argv=None):
         cfg["eval_shards"] = cfg["speed_shards"] = args.eval_shards
         mode_name += f"-e{args.eval_shards}"
     workdir = os.path.abspath(args.workdir)
-    out = os.path.abspath(args.out)
+    if args.out is None:
+        full = args.mode == "full" and mode_name == "full"
+        out = os.path.join(REPO, "BENCHMARKS.md") if full else os.path.join(workdir, mode_name, "BENCHMARKS.md")
+    out = os.path.abspath(args.out or out)
     png = os.path.abspath(args.plot or os.path.join(os.path.dirname(out), "docs", "bench_wikitext2.png"))
     data_root = os.path.join(workdir, "data")
     # the binarized corpus is shared by the modes; the runner's per-mode dirs hold the rest

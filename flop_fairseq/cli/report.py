@@ -118,7 +118,10 @@ def main(argv=None):
         sys.exit(f"flop-report: error: {e}")
     history = state.get("optimizer_history") or [{}]
     rep = report(model, state["cfg"]["model"], history[-1].get("num_updates"))
-    print(json.dumps(rep, indent=2) if args.json else format_table(args.checkpoint, rep))
+    try:
+        print(json.dumps(rep, indent=2) if args.json else format_table(args.checkpoint, rep), flush=True)
+    except BrokenPipeError:  # `flop-report ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if args.plot:
         plot(rep, args.plot)
         if not args.json:
