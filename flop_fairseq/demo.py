@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from .fairseq_log import log_fields, parse_eval_lm
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
@@ -51,13 +53,9 @@ def run(step: str, cmd, log_path: str, show=None) -> str:
     return "".join(out)
 
 
-def _fields(line: str) -> dict:
-    return dict(re.findall(r"(\w+)=([-0-9.e]+)", line))
-
-
 def show_train(line: str):
     if "train_inner" in line:
-        f = _fields(line)
+        f = log_fields(line)
         text = f"update {f.get('num_updates', '?'):>5}  loss {f.get('loss', '?')}  ppl {f.get('ppl', '?')}"
         if "expected_sparsity" in f:
             text += (f"  target {float(f['target']):.3f}  expected {float(f['expected_sparsity']):.3f}"
@@ -75,9 +73,10 @@ def eval_lm(data_bin: str, path: str, log_path: str, tokens_per_sample: int):
                "--gen-subset", "test", "--tokens-per-sample", tokens_per_sample, "--max-tokens", 4096,
                "--context-window", tokens_per_sample // 2, "--cpu"],
               log_path, show=lambda l: l.split("| ")[-1].strip() if "Perplexity" in l or "tokens/s" in l else None)
-    ppl = float(re.search(r"Perplexity: ([0-9.]+)", out).group(1))
-    speed = float(re.search(r"\(([0-9.]+) tokens/s\)", out).group(1))
-    return ppl, speed
+    res = parse_eval_lm(out)
+    if res is None:
+        raise SystemExit(f"demo: fairseq-eval-lm printed no perplexity / tokens/s line; full log: {log_path}")
+    return res["ppl"], res["tokens_per_s"]
 
 
 def cutoffs_for(vocab: int):
@@ -91,7 +90,7 @@ def parse_schedule(log: str):
     rows = []
     for line in log.splitlines():
         if "train_inner" in line and "expected_sparsity" in line:
-            f = _fields(line)
+            f = log_fields(line)
             rows.append((int(f["num_updates"]), float(f["target"]), float(f["expected_sparsity"]),
                          float(f["hard_sparsity"])))
     return rows

@@ -43,7 +43,6 @@ import argparse
 import json
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -172,6 +171,9 @@ def run_inprocess(ckpts, args) -> dict:
 
 
 def run_eval_lm(ckpts, args) -> dict:
+    _ensure_importable()
+    from flop_fairseq.fairseq_log import parse_eval_lm
+
     exe = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "fairseq-eval-lm")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     out = {}
@@ -184,14 +186,13 @@ def run_eval_lm(ckpts, args) -> dict:
                 cmd += ["--num-shards", str(args.num_shards), "--shard-id", "0"]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             text = proc.stdout + proc.stderr
-            m = re.search(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)", text)
-            p = re.search(r"Perplexity: ([0-9.]+)", text)
-            if proc.returncode != 0 or not m:
+            parsed = parse_eval_lm(text) if proc.returncode == 0 else None
+            if parsed is None:
                 raise SystemExit(f"benchmark_speed: fairseq-eval-lm failed on {path}:\n{text[-3000:]}")
             r = out.setdefault(label, {"eval_lm_tokens_per_s_runs": []})
-            r["eval_lm_tokens_per_s_runs"].append(float(m.group(3)))
-            r["eval_lm_tokens"] = int(m.group(1).replace(",", ""))
-            r["eval_lm_ppl"] = float(p.group(1))
+            r["eval_lm_tokens_per_s_runs"].append(parsed["tokens_per_s"])
+            r["eval_lm_tokens"] = parsed["tokens"]
+            r["eval_lm_ppl"] = parsed["ppl"]
     for r in out.values():
         r["eval_lm_tokens_per_s"] = statistics.median(r["eval_lm_tokens_per_s_runs"])
     return out

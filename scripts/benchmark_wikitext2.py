@@ -130,6 +130,11 @@ def train_flags(max_update: int, log_interval: int = 25) -> List[str]:
     ]
 
 
+def eval_flags(split: str) -> List[str]:
+    return ["--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--max-tokens", str(EVAL_MAX_TOKENS), "--cpu",
+            "--gen-subset", split, "--seed", str(SEED)]
+
+
 def file_hash(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
@@ -224,6 +229,15 @@ class Runner:
         with open(os.path.join(self.root, "code_hash.txt"), "w") as f:
             f.write(self.code_hash + "\n")
 
+    def load_timing(self, name: str) -> None:
+        """Reads a finished step's wall time and (start, end) from its ``wall_s.txt``, if any."""
+        path = os.path.join(self.dir(name), "wall_s.txt")
+        if os.path.exists(path):
+            vals = [float(v) for v in open(path).read().split()]
+            self.wall[name] = vals[0]
+            if len(vals) == 3:
+                self.span[name] = (vals[1], vals[2])
+
     def dir(self, name: str) -> str:
         return os.path.join(self.root, name)
 
@@ -277,10 +291,11 @@ class Runner:
             raise RuntimeError(f"step {step.name} finished without its outputs {missing}")
         with open(os.path.join(d, ".done"), "w") as f:
             f.write(step.key + "\n")
-        self.wall[step.name] = time.time() - job["start"]
-        self.span[step.name] = (job["start"], time.time())
+        end = time.time()
+        self.wall[step.name] = end - job["start"]
+        self.span[step.name] = (job["start"], end)
         with open(os.path.join(d, "wall_s.txt"), "w") as f:
-            f.write(f"{self.wall[step.name]:.1f} {job['start']:.1f} {time.time():.1f}\n")
+            f.write(f"{self.wall[step.name]:.1f} {job['start']:.1f} {end:.1f}\n")
         print(f"[{time.strftime('%H:%M:%S')}] {step.name}: done in {self.wall[step.name]:.0f}s", flush=True)
 
     def _fail(self, job, rc) -> None:
@@ -299,12 +314,7 @@ class Runner:
                 print(f"[cached] {n} ({self.dir(n)})", flush=True)
                 pending.remove(n)
                 finished.add(n)
-                wall = os.path.join(self.dir(n), "wall_s.txt")
-                if os.path.exists(wall):
-                    vals = [float(v) for v in open(wall).read().split()]
-                    self.wall[n] = vals[0]
-                    if len(vals) == 3:
-                        self.span[n] = (vals[1], vals[2])
+                self.load_timing(n)
         running = []
         try:
             while pending or running:
@@ -364,24 +374,26 @@ class Runner:
 # ---------------------------------------------------------------------------------------------
 
 def parse_eval(log_path: str) -> dict:
-    text = open(log_path, errors="replace").read()
-    m = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)", text)
-    t = re.search(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)", text)
-    if not m or not t:
+    _ensure_importable()  # the parser is plain text: no fairseq import in the runner
+    from flop_fairseq.fairseq_log import parse_eval_lm
+
+    res = parse_eval_lm(open(log_path, errors="replace").read())
+    if res is None:
         raise RuntimeError(f"{log_path}: no perplexity / tokens/s line from fairseq-eval-lm")
-    return {"loss_base2": float(m.group(1)), "ppl": float(m.group(2)),
-            "tokens": int(t.group(1).replace(",", "")), "seconds": float(t.group(2)),
-            "tokens_per_s": float(t.group(3))}
+    return res
 
 
 def parse_train(log_path: str) -> dict:
     """Median ``wps`` of fairseq-train's ``train_inner`` log lines (the first interval, which
     includes start-up, left out when there are more) and the last line's loss/ppl/updates."""
+    _ensure_importable()
+    from flop_fairseq.fairseq_log import log_fields
+
     wps, last, summary = [], {}, []
     with open(log_path, errors="replace") as f:
         for line in f:
             if "| train_inner |" in line:
-                kv = dict(re.findall(r"(\w+)=([0-9.e+-]+)", line))
+                kv = log_fields(line)
                 if "wps" in kv:
                     wps.append(float(kv["wps"]))
                     last = kv
@@ -403,11 +415,14 @@ def parse_train(log_path: str) -> dict:
 
 def flop_trajectory(log_path: str) -> List[dict]:
     """FLOP's logged expected / hard sparsity and kept ranks per log interval."""
+    _ensure_importable()
+    from flop_fairseq.fairseq_log import log_fields
+
     rows = []
     for line in open(log_path, errors="replace"):
         if "| train_inner |" not in line:
             continue
-        kv = dict(re.findall(r"(\w+)=([0-9.e+-]+)", line))
+        kv = log_fields(line)
         if "hard_sparsity" in kv:
             rows.append({k: float(v) for k, v in kv.items()
                          if k in ("num_updates", "expected_sparsity", "hard_sparsity", "target", "lambda1",
@@ -419,11 +434,15 @@ def flop_trajectory(log_path: str) -> List[dict]:
 # in-process helpers (hidden subcommands, run as their own processes)
 # ---------------------------------------------------------------------------------------------
 
-def _import_flop():
+def _ensure_importable():
     import importlib.util
 
     if importlib.util.find_spec("flop_fairseq") is None:  # not installed, no PYTHONPATH snapshot
         sys.path.append(REPO)
+
+
+def _import_flop():
+    _ensure_importable()
     from flop_fairseq.cli import checkpoint_io  # noqa: F401
     import flop_fairseq.models  # noqa: F401  (registers flop_transformer_lm)
     import flop_fairseq.criterions  # noqa: F401
@@ -438,12 +457,6 @@ def _set_gates(model, keep: Dict[int, List[int]], bands) -> None:
             la = torch.full((band.rank,), -30.0)
             la[keep[i]] = 30.0
             band.gate.log_alpha_raw.copy_(la / band.gate.lr_scale)
-
-
-def unique_bands(model):
-    from flop_fairseq.cli.compact import unique_bands as bands_of
-
-    return bands_of(model)
 
 
 def budget_ranks(bands, sparsity: float) -> List[int]:
@@ -470,6 +483,7 @@ def cmd_svd_truncate(args) -> None:
     """Keeps the top singular components of every band, ``budget_ranks`` of them."""
     _import_flop()
     from flop_fairseq.cli.checkpoint_io import load_flop_model, save_checkpoint_atomic
+    from flop_fairseq.cli.compact import unique_bands
     from flop_fairseq.sparsity import sparsity_stats
 
     state, model = load_flop_model(args.input)
@@ -501,6 +515,7 @@ def cmd_scratch_init(args) -> None:
     from omegaconf import OmegaConf
 
     from flop_fairseq.cli.checkpoint_io import save_checkpoint_atomic
+    from flop_fairseq.cli.compact import unique_bands
     from flop_fairseq.compaction import compact_model
     from flop_fairseq.sparsity import sparsity_stats
 
@@ -674,9 +689,8 @@ def build_steps(r: Runner, data: str, cfg: dict, data_root: str) -> dict:
         dep = m["dep"]
         for split in ("valid", "test"):
             st = f"eval_{name}_{split}"
-            r.add(Step(st, [Cmd([tool("fairseq-eval-lm"), bin_dir] + user + [
-                "--path", m["ckpt"], "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--max-tokens",
-                str(EVAL_MAX_TOKENS), "--cpu", "--gen-subset", split, "--seed", str(SEED)] + shard_flags)],
+            r.add(Step(st, [Cmd([tool("fairseq-eval-lm"), bin_dir] + user + ["--path", m["ckpt"]]
+                                + eval_flags(split) + shard_flags)],
                 outputs=["eval.json"], deps=[dep], post=_post_eval))
     r.add(Step("params", [Cmd([PY, os.path.abspath(__file__), "count-params"]
                               + [f"{n}={m['ckpt']}" for n, m in models.items()], stdout="params.json")],
@@ -1079,9 +1093,17 @@ model at its actual count.
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("svd-truncate", "scratch-init", "count-params"):
+    if argv and argv[0] in ("svd-truncate", "scratch-init", "count-params", "flags"):
         sub = argv[0]
         p = argparse.ArgumentParser(prog=f"benchmark_wikitext2.py {sub}")
+        if sub == "flags":  # for scripts/sweep_flop_settings.sh: the benchmark's flags, one per line
+            p.add_argument("kind", choices=("model", "train", "eval"))
+            p.add_argument("arg", nargs="?", default="", help="train: --max-update; eval: the split")
+            a = p.parse_args(argv[1:])
+            flags = {"model": lambda: MODEL_FLAGS, "train": lambda: train_flags(int(a.arg)),
+                     "eval": lambda: eval_flags(a.arg)}[a.kind]()
+            print("\n".join(flags))
+            return None
         if sub == "svd-truncate":
             p.add_argument("input")
             p.add_argument("output")
@@ -1172,12 +1194,7 @@ def main(argv=None):
             f.write(runner.steps["preprocess"].key + "\n")
     if args.report_only:
         for n in runner.order:
-            wall_file = os.path.join(runner.dir(n), "wall_s.txt")
-            if os.path.exists(wall_file):
-                vals = [float(v) for v in open(wall_file).read().split()]
-                runner.wall[n] = vals[0]
-                if len(vals) == 3:
-                    runner.span[n] = (vals[1], vals[2])
+            runner.load_timing(n)
     else:
         # a background job (make bench &) ignores SIGINT; make SIGINT/SIGTERM stop the running
         # steps' processes (Runner.run terminates them on any exception) instead of orphaning them

@@ -28,20 +28,16 @@ done
 mkdir -p "$SWEEP"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=ignore
 
-# the benchmark's model and training flags (scripts/benchmark_wikitext2.py: MODEL_FLAGS, train_flags)
-MODEL=(--adaptive-input --adaptive-input-cutoff 2000,10000 --adaptive-softmax-cutoff 2000,10000
-       --tie-adaptive-weights --tie-adaptive-proj --decoder-embed-dim 128 --decoder-input-dim 128
-       --decoder-output-dim 128 --decoder-ffn-embed-dim 512 --decoder-layers 2 --decoder-attention-heads 4)
-TRAIN=(--task language_modeling --tokens-per-sample 128 --max-tokens 2048 --optimizer adam --lr 0.003
-       --ddp-backend legacy_ddp --cpu --seed 1 --log-format simple --log-interval 25 --disable-validation
-       --no-epoch-checkpoints --save-interval-updates 0 --num-workers 0)
+bench_flags() { "$V/python" "$REPO/scripts/benchmark_wikitext2.py" flags "$@"; }  # one flag per line
+mapfile -t MODEL < <(bench_flags model)
 FLOP=(--arch flop_transformer_lm "${MODEL[@]}" --user-dir "$REPO/user_dir")
 
 evaluate() {  # CKPT DIR -> "valid=… test=…"
-    local s
+    local s eval_flags
     for s in valid test; do
-        "$V/fairseq-eval-lm" "$DATA" --user-dir "$REPO/user_dir" --path "$1" --tokens-per-sample 128 \
-            --max-tokens 4096 --cpu --gen-subset $s --seed 1 > "$2/eval_$s.log" 2>&1
+        mapfile -t eval_flags < <(bench_flags eval $s)
+        "$V/fairseq-eval-lm" "$DATA" --user-dir "$REPO/user_dir" --path "$1" "${eval_flags[@]}" \
+            > "$2/eval_$s.log" 2>&1
     done
     echo "valid=$(grep -o 'Perplexity: [0-9.]*' "$2/eval_valid.log" | cut -d' ' -f2)" \
          "test=$(grep -o 'Perplexity: [0-9.]*' "$2/eval_test.log" | cut -d' ' -f2)"
@@ -59,10 +55,12 @@ run_one() {
     local d=$SWEEP/$name
     grep -q "^$name " "$SWEEP/results.txt" 2>/dev/null && return 0
     rm -rf "$d"; mkdir -p "$d"
+    local train
     case $kind in
     flop)
         local t=$1 u=$2 w=$3 ll=$4 gl=$5 l2=$6
-        "$V/fairseq-train" "$DATA" "${TRAIN[@]}" "${FLOP[@]}" --max-update "$u" --criterion flop_adaptive_loss \
+        mapfile -t train < <(bench_flags train "$u")
+        "$V/fairseq-train" "$DATA" "${train[@]}" "${FLOP[@]}" --criterion flop_adaptive_loss \
             --target-sparsity "$t" --sparsity-warmup-updates "$w" --lambda-lr-scale "$ll" --gate-lr-scale "$gl" \
             --lambda2-init "$l2" --finetune-from-model "$INIT" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
         "$V/flop-compact" "$d/ckpt/checkpoint_last.pt" "$d/compact.pt" > "$d/compact.log" 2>&1
@@ -70,7 +68,8 @@ run_one() {
              "$(kept "$d/compact.pt") $(evaluate "$d/compact.pt" "$d")" ;;
     agp)
         local t=$1 u=$2 e=$3
-        "$V/python" "$REPO/scripts/agp_train.py" "$DATA" "${TRAIN[@]}" --max-update "$u" --arch transformer_lm \
+        mapfile -t train < <(bench_flags train "$u")
+        "$V/python" "$REPO/scripts/agp_train.py" "$DATA" "${train[@]}" --arch transformer_lm \
             "${MODEL[@]}" --criterion agp_adaptive_loss --agp-target-sparsity "$t" --agp-end-update "$e" \
             --finetune-from-model "$DENSE" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
         "$V/python" "$REPO/scripts/agp_train.py" finalize "$d/ckpt/checkpoint_last.pt" "$d/agp.pt" --sparsity "$t" \
@@ -78,10 +77,11 @@ run_one() {
         echo "$name agp target=$t updates=$u ramp_end=$e $(evaluate "$d/agp.pt" "$d")" ;;
     svdft)
         local u=$1 ranks=$2
+        mapfile -t train < <(bench_flags train "$u")
         "$V/python" "$REPO/scripts/benchmark_wikitext2.py" svd-truncate "$INIT" "$d/svd_gated.pt" --ranks "$ranks" \
             > "$d/alloc.json"
         "$V/flop-compact" "$d/svd_gated.pt" "$d/svd_compact.pt" > "$d/compact.log" 2>&1
-        "$V/fairseq-train" "$DATA" "${TRAIN[@]}" "${FLOP[@]}" --max-update "$u" --criterion adaptive_loss \
+        "$V/fairseq-train" "$DATA" "${train[@]}" "${FLOP[@]}" --criterion adaptive_loss \
             --finetune-from-model "$d/svd_compact.pt" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
         echo "$name svdft updates=$u $(kept "$d/ckpt/checkpoint_last.pt") $(evaluate "$d/ckpt/checkpoint_last.pt" "$d")" ;;
     *) echo "sweep: unknown kind '$kind' in line '$name $kind $*'" >&2; exit 2 ;;

@@ -3,11 +3,12 @@ adaptive-input/softmax transformer_lm trained on it with the real fairseq-train.
 
 import json
 import os
-import re
 import subprocess
 import sys
 
 import pytest
+
+from flop_fairseq.fairseq_log import parse_eval_lm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -43,9 +44,9 @@ def eval_lm(data_bin, path, *extra):
     """``fairseq-eval-lm`` on the test split: (loss in base 2, perplexity)."""
     proc = run("fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--path", path, "--cpu",
                "--tokens-per-sample", "64", "--max-tokens", "1024", "--gen-subset", "test", *extra)
-    m = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)", proc.stdout + proc.stderr)
-    assert m, proc.stdout + proc.stderr
-    return float(m.group(1)), float(m.group(2))
+    res = parse_eval_lm(proc.stdout + proc.stderr)
+    assert res, proc.stdout + proc.stderr
+    return res["loss_base2"], res["ppl"]
 
 
 def report_json(path):

@@ -596,3 +596,17 @@ def test_core_imports_no_fairseq():
     code = "import sys, flop_fairseq; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fairseq'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_fairseq_log_lines_are_read_exactly():
+    from flop_fairseq.fairseq_log import log_fields, parse_eval_lm
+
+    text = ("2026-11-24 | INFO | fairseq_cli.eval_lm | Evaluated 62,800 tokens in 6.8s (9183.47 tokens/s)\n"
+            "2026-11-24 | INFO | fairseq_cli.eval_lm | Loss (base 2): 8.6946, Perplexity: 414.33\n")
+    assert parse_eval_lm(text) == {"loss_base2": 8.6946, "ppl": 414.33, "tokens": 62800, "seconds": 6.8,
+                                   "tokens_per_s": 9183.47}
+    assert parse_eval_lm(text.splitlines()[0]) is None
+    line = ("| train_inner | epoch 001:     25 / 1020 loss=8.5, target=0.048, lambda1=-0.1523, "
+            "wps=1.2e+04, num_updates=25, lr=3e-05")
+    assert log_fields(line) == {"loss": "8.5", "target": "0.048", "lambda1": "-0.1523", "wps": "1.2e+04",
+                                "num_updates": "25", "lr": "3e-05"}
