@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="flop-fairseq",
-    version="0.1.0",
+    version="0.2.0",
     description="FLOP (Factorized Low-rank Pruning) for fairseq language models",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -16,6 +16,8 @@ setup(
             "flop-convert = flop_fairseq.cli.convert:main",
             "flop-report = flop_fairseq.cli.report:main",
             "flop-compact = flop_fairseq.cli.compact:main",
+            "flop-user-dir = flop_fairseq.cli.user_dir:main",
+            "flop-demo = flop_fairseq.demo.pipeline:main",
         ]
     },
 )

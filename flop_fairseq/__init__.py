@@ -1,44 +1,15 @@
-"""FLOP: Factorized Low-rank Pruning (Wang, Wohlwend & Lei, EMNLP 2020).
+"""FLOP: Factorized Low-rank Pruning (Wang, Wohlwend & Lei, EMNLP 2020), for fairseq.
 
-The core (gates, factorized layers and bands, sparsity accounting, the Lagrangian,
-compaction) is plain PyTorch and imports no fairseq. The fairseq glue sits on top:
-``flop_fairseq.models`` and ``flop_fairseq.criterions`` (imported by the ``--user-dir``)
-and the command-line tools in ``flop_fairseq.cli``.
+Layout, from the bottom up:
+
+- ``flop_fairseq.core``: gates, low-rank layers and bands, the Lagrangian, the parameter
+  counter, compaction. Plain PyTorch: nothing below it imports fairseq.
+- ``flop_fairseq.models`` and ``flop_fairseq.criterions``: what ``--user-dir`` registers
+  with fairseq (``flop_fairseq.user_dir`` is that directory; ``flop-user-dir`` prints it).
+- ``flop_fairseq.tools``: fairseq-aware work shared by the CLIs, the demo and the
+  benchmarks (checkpoints, conversion, compaction, the report, fairseq's log lines).
+- ``flop_fairseq.cli``: the console scripts (argument parsing and printing only).
+- ``flop_fairseq.demo`` and ``flop_fairseq.bench``: ``make demo`` and the benchmarks.
 """
 
-from .factorized_band import FactorizedBand, LowRankBand
-from .factorized_linear import FactorizedLinear, low_rank_linear
-from .gated_module import GatedModule
-from .compaction import compact_model, match_structure
-from .hard_concrete import HardConcrete
-from .lagrangian import AugmentedLagrangian
-from .sparsity import (
-    SparsityStats,
-    expected_sparsity,
-    gated_modules,
-    gates_bypassed,
-    prunable_params,
-    sparsity_stats,
-    unique_param_count,
-)
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "AugmentedLagrangian",
-    "FactorizedBand",
-    "FactorizedLinear",
-    "GatedModule",
-    "HardConcrete",
-    "LowRankBand",
-    "SparsityStats",
-    "compact_model",
-    "match_structure",
-    "expected_sparsity",
-    "gated_modules",
-    "gates_bypassed",
-    "low_rank_linear",
-    "prunable_params",
-    "sparsity_stats",
-    "unique_param_count",
-]
+__version__ = "0.2.0"

@@ -4,7 +4,7 @@
 #   scripts/preprocess-lm-data.sh SRC_DIR DEST_DIR [extra fairseq-preprocess args]
 #
 # SRC_DIR holds wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (WikiText)
-# or train.txt, valid.txt, test.txt (python -m flop_fairseq.corpus). Runs
+# or train.txt, valid.txt, test.txt (python -m flop_fairseq.demo.corpus). Runs
 #   fairseq-preprocess --only-source --trainpref .. --validpref .. --testpref ..
 #       --destdir DEST_DIR --workers $WORKERS
 # with the fairseq-preprocess of the repository's .venv when there is one (or of

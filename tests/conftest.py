@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from flop_fairseq.fairseq_log import parse_eval_lm
+from flop_fairseq.tools.fairseq_log import parse_eval_lm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -55,7 +55,7 @@ def report_json(path):
 
 @pytest.fixture(scope="session")
 def data_bin(tmp_path_factory):
-    from flop_fairseq.corpus import generate_corpus
+    from flop_fairseq.demo.corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("data")
     generate_corpus(str(root / "raw"), num_types=3000, train_tokens=60_000, valid_tokens=6_000,
@@ -73,3 +73,28 @@ def dense_checkpoint(data_bin, tmp_path_factory):
     run("fairseq-train", data_bin, *TRAIN_ARGS, "--arch", "transformer_lm", *MODEL_ARGS,
         "--criterion", "adaptive_loss", "--lr", "0.003", "--max-update", "120", "--save-dir", save)
     return str(save / "checkpoint_last.pt")
+
+
+TARGET = 0.6
+# The criterion's default scales and quadratic weight; the warm-up and the updates after
+# it are what this tiny model needs to settle on the target.
+PRUNE_ARGS = [
+    "--user-dir", USER_DIR, "--arch", "flop_transformer_lm", *MODEL_ARGS, "--criterion", "flop_adaptive_loss",
+    "--target-sparsity", str(TARGET), "--lr", "0.003", "--sparsity-warmup-updates", "200", "--log-interval", "20",
+]
+PRUNE_UPDATES = 400
+
+
+@pytest.fixture(scope="session")
+def flop_init(dense_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "flop_init.pt"
+    proc = run("flop-convert", dense_checkpoint, out, "--init-keep-prob", "0.8")
+    return str(out), proc.stdout
+
+
+@pytest.fixture(scope="session")
+def pruned(data_bin, flop_init, tmp_path_factory):
+    save = tmp_path_factory.mktemp("pruned")
+    proc = run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
+               "--max-update", PRUNE_UPDATES, "--save-dir", save)
+    return str(save / "checkpoint_last.pt"), proc.stdout + proc.stderr

@@ -1,23 +1,27 @@
 """Tests of the plain-PyTorch FLOP core (gates, factorized layers, accounting, Lagrangian)."""
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from flop_fairseq import (
+from flop_fairseq.core import (
     AugmentedLagrangian,
-    FactorizedBand,
-    FactorizedLinear,
+    BandSlot,
+    GatedLowRankBand,
+    GatedLowRankLinear,
     HardConcrete,
     LowRankBand,
+    PrunableModel,
+    compact_model,
+    count_params,
     expected_sparsity,
     gated_modules,
     gates_bypassed,
-    prunable_params,
     sparsity_stats,
-    unique_param_count,
 )
 
 BETA = 2.0 / 3.0
@@ -164,7 +168,7 @@ def test_hard_concrete_bypass_gives_ones():
     assert (gate() == 0).any()
 
 
-# --------------------------------------------------------------------------- FactorizedLinear
+# --------------------------------------------------------------------------- GatedLowRankLinear
 
 
 @pytest.mark.parametrize("shape", [(12, 5), (5, 12)], ids=["wide", "tall"])
@@ -173,7 +177,7 @@ def test_from_dense_reconstructs(shape, bias):
     torch.manual_seed(0)
     in_f, out_f = shape
     dense = nn.Linear(in_f, out_f, bias=bias)
-    fl = FactorizedLinear.from_dense(dense, init_keep_prob=0.99)
+    fl = GatedLowRankLinear.from_dense(dense, init_keep_prob=0.99)
     assert fl.rank == min(in_f, out_f)
     x = torch.randn(7, 3, in_f)
     ref = dense(x)
@@ -189,7 +193,7 @@ def test_from_dense_reconstructs(shape, bias):
 def test_from_dense_orders_components_by_singular_value():
     torch.manual_seed(0)
     dense = nn.Linear(9, 14)
-    fl = FactorizedLinear.from_dense(dense)
+    fl = GatedLowRankLinear.from_dense(dense)
     s = torch.linalg.svdvals(dense.weight.detach())
     left_norms = fl.left.detach().norm(dim=0)
     right_norms = fl.right.detach().norm(dim=1)
@@ -202,7 +206,7 @@ def test_from_dense_orders_components_by_singular_value():
 def test_from_dense_truncated_rank_is_best_approximation():
     torch.manual_seed(0)
     dense = nn.Linear(10, 8, bias=False)
-    fl = FactorizedLinear.from_dense(dense, rank=3)
+    fl = GatedLowRankLinear.from_dense(dense, rank=3)
     assert fl.left.shape == (8, 3) and fl.right.shape == (3, 10)
     s = torch.linalg.svdvals(dense.weight.detach())
     err = torch.linalg.matrix_norm(dense.weight.detach() - fl.left @ fl.right)
@@ -210,10 +214,10 @@ def test_from_dense_truncated_rank_is_best_approximation():
 
 
 def _pruned_linear(in_f, out_f, kept_values, bias=True, seed=0):
-    """A FactorizedLinear from a random dense layer; components get ``kept_values``
+    """A GatedLowRankLinear from a random dense layer; components get ``kept_values``
     (log_alpha) then the rest are pruned (log_alpha = -20), in a shuffled order."""
     torch.manual_seed(seed)
-    fl = FactorizedLinear.from_dense(nn.Linear(in_f, out_f, bias=bias))
+    fl = GatedLowRankLinear.from_dense(nn.Linear(in_f, out_f, bias=bias))
     r = fl.rank
     values = torch.full((r,), -20.0)
     perm = torch.randperm(r)
@@ -261,7 +265,7 @@ def test_compact_linear(in_f, out_f, kept_values, expect_dense, bias):
 
     bias_n = out_f if bias else 0
     exact = min((in_f + out_f) * k, in_f * out_f) + bias_n
-    assert fl.exact_params() == exact
+    assert (fl.remaining_prunable_params() + fl.unpruned_params()) == exact
     assert n_params(compact) == exact
     assert n_params(compact) < n_params(fl)
     assert fl.remaining_prunable_params() == exact - bias_n
@@ -269,8 +273,8 @@ def test_compact_linear(in_f, out_f, kept_values, expect_dense, bias):
 
 def test_expected_params_is_differentiable():
     torch.manual_seed(0)
-    fl = FactorizedLinear(12, 10, init_keep_prob=0.3)
-    e = fl.expected_params()
+    fl = GatedLowRankLinear(12, 10, init_keep_prob=0.3)
+    e = (fl.expected_prunable_params() + fl.unpruned_params())
     # (12 + 10) * 10 * 0.3 = 66 < 120: factorized branch, plus the bias
     assert e.item() == pytest.approx(66 + 10, abs=1e-4)
     e.backward()
@@ -279,12 +283,12 @@ def test_expected_params_is_differentiable():
 
 
 def test_expected_params_straight_through_at_full_rank():
-    fl = FactorizedLinear(8, 8, init_keep_prob=0.99, bias=False)
+    fl = GatedLowRankLinear(8, 8, init_keep_prob=0.99, bias=False)
     e = fl.expected_prunable_params()
     # factorized would be 0.99 * 8 * 16 = 126.7 > 64: the value is the dense count
     assert e.item() == pytest.approx(64.0, abs=1e-4)
-    assert fl.expected_params().item() == pytest.approx(64.0, abs=1e-4)
-    assert fl.exact_params() == 64
+    assert (fl.expected_prunable_params() + fl.unpruned_params()).item() == pytest.approx(64.0, abs=1e-4)
+    assert (fl.remaining_prunable_params() + fl.unpruned_params()) == 64
     e.backward()
     grad = fl.gate.log_alpha_raw.grad
     assert (grad != 0).all()
@@ -294,43 +298,43 @@ def test_expected_params_straight_through_at_full_rank():
 
 def test_factorized_linear_init_variance_matches_nn_linear():
     torch.manual_seed(0)
-    fl = FactorizedLinear(256, 256)
+    fl = GatedLowRankLinear(256, 256)
     w = fl.left @ fl.right
     # nn.Linear's default init has variance 1 / (3 * in)
     assert w.var().item() == pytest.approx(1 / (3 * 256), rel=0.05)
 
 
-# --------------------------------------------------------------------------- FactorizedBand
+# --------------------------------------------------------------------------- GatedLowRankBand
 
 
 def test_band_param_counts():
-    tied = FactorizedBand(30, 6, 8, has_input=True, has_output=True, tie_proj=True)
+    tied = GatedLowRankBand(30, 6, 8, has_input=True, has_output=True, tie_proj=True)
     assert tied.params_per_component() == 30 + 8
     assert tied.dense_params() == 6 * 38
     assert tied.out_proj is None and tied.output_proj is tied.in_proj
     assert n_params(tied) - tied.rank == tied.dense_params()  # minus the gates
 
-    untied = FactorizedBand(30, 6, 8, tie_proj=False)
+    untied = GatedLowRankBand(30, 6, 8, tie_proj=False)
     assert untied.params_per_component() == 30 + 16
     assert untied.dense_params() == 6 * 46
     assert n_params(untied) - untied.rank == untied.dense_params()
 
-    out_only = FactorizedBand(30, 6, 8, has_input=False, has_output=True)
+    out_only = GatedLowRankBand(30, 6, 8, has_input=False, has_output=True)
     assert out_only.params_per_component() == 38
-    in_only = FactorizedBand(30, 6, 8, has_input=True, has_output=False)
+    in_only = GatedLowRankBand(30, 6, 8, has_input=True, has_output=False)
     assert in_only.params_per_component() == 38
 
-    given = FactorizedBand(30, 6, 8, dense_count=1000)
+    given = GatedLowRankBand(30, 6, 8, dense_count=1000)
     assert given.dense_params() == 1000
 
     with pytest.raises(ValueError):
-        FactorizedBand(30, 6, 8, has_input=False, has_output=False)
+        GatedLowRankBand(30, 6, 8, has_input=False, has_output=False)
 
 
 @pytest.mark.parametrize("tie_proj", [True, False])
 def test_band_compact_matches_gated_eval(tie_proj):
     torch.manual_seed(0)
-    band = FactorizedBand(40, 10, 12, tie_proj=tie_proj, padding_idx=1)
+    band = GatedLowRankBand(40, 10, 12, tie_proj=tie_proj, padding_idx=1)
     # non-trivial projections, both kinds of kept values, and 4 pruned components
     set_log_alpha(band.gate, [3.0, -20.0, 0.5, 4.0, -20.0, 1.2, 3.0, -20.0, -20.0, 5.0])
     band.eval()
@@ -343,7 +347,7 @@ def test_band_compact_matches_gated_eval(tie_proj):
     with torch.no_grad():
         emb_ref, log_ref = band.embed(words), band.logits(h)
     compact = band.compact()
-    assert isinstance(compact, LowRankBand) and not isinstance(compact, FactorizedBand)
+    assert isinstance(compact, LowRankBand) and not isinstance(compact, GatedLowRankBand)
     assert compact.emb.shape == (40, 6)
     assert compact.dense_params() == band.dense_params()
     assert n_params(compact) == band.remaining_prunable_params() == 6 * band.params_per_component()
@@ -357,7 +361,7 @@ def test_band_compact_matches_gated_eval(tie_proj):
 
 def test_band_pruned_to_rank_zero():
     torch.manual_seed(0)
-    band = FactorizedBand(20, 5, 6, tie_proj=False)
+    band = GatedLowRankBand(20, 5, 6, tie_proj=False)
     set_log_alpha(band.gate, torch.full((5,), -20.0))
     band.eval()
     assert band.kept_rank() == 0
@@ -379,36 +383,46 @@ def test_band_pruned_to_rank_zero():
 # --------------------------------------------------------------------------- sparsity accounting
 
 
-class SharedBandModel(nn.Module):
+class SharedBandModel(nn.Module, PrunableModel):
     def __init__(self):
         super().__init__()
-        self.band = FactorizedBand(50, 8, 10, tie_proj=True)
+        self.band = GatedLowRankBand(50, 8, 10, tie_proj=True)
         self.inp = self.band
         self.out = self.band
-        self.lin = FactorizedLinear(10, 12, bias=True)
+        self.lin = GatedLowRankLinear(10, 12, bias=True)
         self.plain = nn.Linear(10, 3)
+
+    def flop_bands(self):
+        return [BandSlot(0, "tied", (0, 50), "b0", self.band)]
+
+    def flop_layer_matrices(self):
+        return [("lin", self.lin)]
 
 
 def test_shared_band_counts_once():
     torch.manual_seed(0)
     model = nn.Module()
-    band = FactorizedBand(50, 8, 10, tie_proj=True)
+    band = GatedLowRankBand(50, 8, 10, tie_proj=True)
     model.inp = band
     model.out = band
     mods = gated_modules(model)
     assert len(mods) == 1 and mods[0][1] is band
-    assert prunable_params(model) == band.dense_params() == 8 * 60
-    assert unique_param_count(model) == n_params(band) == 50 * 8 + 10 * 8 + 8
+    assert band.dense_params() == 8 * 60
+    assert n_params(model) == n_params(band) == 50 * 8 + 10 * 8 + 8
     assert sparsity_stats(model).prunable_params == 8 * 60
     assert expected_sparsity(model).item() == pytest.approx(0.01, abs=1e-5)
 
 
-def test_unique_param_count_shared_parameter():
+def test_count_params_of_a_dense_model_counts_shared_tensors_once():
     model = nn.Module()
     model.a = nn.Linear(6, 6)
     model.b = nn.Linear(6, 6)
     model.b.weight = model.a.weight
-    assert unique_param_count(model) == 36 + 6 + 6
+    with torch.no_grad():
+        model.a.weight[:2].zero_()
+    c = count_params(model, dense_prunable=[model.a.weight, model.b.weight])
+    assert (c.total_params, c.stored_params, c.prunable_params, c.remaining_prunable_params) == (48, 48, 36, 36)
+    assert (c.nonzero_prunable_params, c.nonzero_params, c.band_params) == (24, 36, 36)
 
 
 def test_sparsity_stats_exact_counts():
@@ -420,7 +434,7 @@ def test_sparsity_stats_exact_counts():
     stats = sparsity_stats(model)
     band_dense, lin_dense = 8 * 60, 120
     remaining = 3 * 60 + 4 * 22
-    assert stats.prunable_params == band_dense + lin_dense == prunable_params(model)
+    assert stats.prunable_params == band_dense + lin_dense
     assert stats.remaining_prunable_params == remaining
     assert stats.sparsity == pytest.approx(1 - remaining / (band_dense + lin_dense), abs=1e-12)
     assert [(g.name, g.rank, g.kept, g.dense_params, g.remaining_params) for g in stats.groups] == [
@@ -432,10 +446,14 @@ def test_sparsity_stats_exact_counts():
     exp_remaining = kp_band * 60 + min(kp_lin * 22, 120)
     assert stats.expected_remaining_params == pytest.approx(exp_remaining, rel=1e-5)
     assert stats.expected_sparsity == pytest.approx(expected_sparsity(model).item(), abs=1e-6)
-    d = stats.as_dict()
-    assert d["remaining_prunable_params"] == remaining and len(d["groups"]) == 2
-    # shared band counted once, the plain layer too
-    assert unique_param_count(model) == (50 * 8 + 10 * 8 + 8) + (12 * 10 + 10 * 10 + 12 + 10) + (30 + 3)
+    # the one counter: the same figures, shared band once, and the compacted total exactly
+    counts = count_params(model)
+    assert counts.prunable_params == band_dense + lin_dense and counts.remaining_prunable_params == remaining
+    assert (counts.band_params, counts.remaining_band_params) == (band_dense, 3 * 60)
+    assert counts.expected_remaining_prunable_params == pytest.approx(exp_remaining, rel=1e-5)
+    assert counts.stored_params == (50 * 8 + 10 * 8 + 8) + (12 * 10 + 10 * 10 + 12 + 10) + (30 + 3)
+    assert counts.total_params == 3 * 60 + (88 + 12) + (30 + 3)
+    assert n_params(compact_model(copy.deepcopy(model))) == counts.total_params
 
     # now keep 8 of lin: 8 * 22 = 176 >= 120, so the dense count
     set_log_alpha(model.lin.gate, [5.0] * 8 + [-20.0] * 2)
@@ -547,7 +565,7 @@ def test_lagrangian_reaches_target_sparsity(target, one_thread):
     # full-rank factorized layers: the count stays the dense one (sparsity 0) until
     # E[L0] < d / 2, so only the straight-through gradient moves the gates at first
     model = nn.Sequential(
-        FactorizedLinear(d, d, gate_lr_scale=4.0), nn.Tanh(), FactorizedLinear(d, d, gate_lr_scale=4.0)
+        GatedLowRankLinear(d, d, gate_lr_scale=4.0), nn.Tanh(), GatedLowRankLinear(d, d, gate_lr_scale=4.0)
     )
     controller = AugmentedLagrangian(target, warmup_updates=warmup, lr=LAMBDA_LR)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # one optimizer, for the model
@@ -573,7 +591,7 @@ def test_lagrangian_reaches_target_sparsity(target, one_thread):
     assert controller.target() == target
 
     stats = sparsity_stats(model)
-    assert abs(stats.sparsity - target) <= 0.01, stats.as_dict()
+    assert abs(stats.sparsity - target) <= 0.01, stats
     assert abs(stats.expected_sparsity - target) <= 0.01
     # lambda_2 only grows; lambda_1 was driven negative while the model was too dense
     assert controller.lambda_2.item() > 0
@@ -585,7 +603,7 @@ def test_lagrangian_reaches_target_sparsity(target, one_thread):
     compact = nn.Sequential(model[0].compact(), nn.Tanh(), model[2].compact())
     with torch.no_grad():
         torch.testing.assert_close(compact(x[:64]), model(x[:64]), atol=1e-4, rtol=1e-4)
-    assert n_params(compact) == model[0].exact_params() + model[2].exact_params()
+    assert n_params(compact) == sum(m.remaining_prunable_params() + m.unpruned_params() for m in (model[0], model[2]))
     assert n_params(compact) - 2 * d == stats.remaining_prunable_params
 
 
@@ -593,13 +611,18 @@ def test_core_imports_no_fairseq():
     import subprocess
     import sys
 
-    code = "import sys, flop_fairseq; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fairseq'))"
+    # every module under flop_fairseq/core, found by walking the folder
+    code = ("import importlib, pkgutil, sys, flop_fairseq.core as c\n"
+            "names = [m.name for m in pkgutil.walk_packages(c.__path__, 'flop_fairseq.core.')]\n"
+            "for n in names: importlib.import_module(n)\n"
+            "print(len(names), sorted(m for m in sys.modules if m.split('.')[0] == 'fairseq'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    count, leaked = out.strip().split(" ", 1)
+    assert int(count) >= 10 and leaked == "[]", out
 
 
 def test_fairseq_log_lines_are_read_exactly():
-    from flop_fairseq.fairseq_log import log_fields, parse_eval_lm
+    from flop_fairseq.tools.fairseq_log import log_fields, parse_eval_lm
 
     text = ("2026-11-24 | INFO | fairseq_cli.eval_lm | Evaluated 62,800 tokens in 6.8s (9183.47 tokens/s)\n"
             "2026-11-24 | INFO | fairseq_cli.eval_lm | Loss (base 2): 8.6946, Perplexity: 414.33\n")
@@ -610,3 +633,53 @@ def test_fairseq_log_lines_are_read_exactly():
             "wps=1.2e+04, num_updates=25, lr=3e-05")
     assert log_fields(line) == {"loss": "8.5", "target": "0.048", "lambda1": "-0.1523", "wps": "1.2e+04",
                                 "num_updates": "25", "lr": "3e-05"}
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _pair(make):
+    torch.manual_seed(0)
+    fast = make()
+    slow = copy.deepcopy(fast)
+    slow.fast_path = False
+    return fast, slow
+
+
+@pytest.mark.parametrize("closed", [0, 3, 14])
+@pytest.mark.parametrize("use", ["linear", "embed", "logits", "softmax_tail"])
+def test_fast_path_keeps_outputs_and_gradients(use, closed):
+    """Computing only the components whose sampled gate is non-zero changes neither the output
+    nor any gradient; it is taken once at most 80% of the gates are non-zero."""
+    r = 16
+    if use == "linear":
+        fast, slow = _pair(lambda: GatedLowRankLinear(24, 20, rank=r, bias=True))
+    else:
+        fast, slow = _pair(lambda: GatedLowRankBand(40, r, 12, tie_proj=False))
+    for m in (fast, slow):  # `closed` gates certainly 0 in every sample, the rest mostly open
+        set_log_alpha(m.gate, [-30.0] * closed + [1.0] * (r - closed))
+    x = torch.randn(7, 24 if use == "linear" else 12)
+    words = torch.randint(0, 40, (5, 3))
+    outs = []
+    for m in (fast, slow):
+        torch.manual_seed(1)  # the same gate sample for both
+        if use == "linear":
+            y = m(x)
+        elif use == "embed":
+            y = m.embed(words)
+        elif use == "logits":
+            y = m.logits(x)
+        else:
+            code, w = m.code_and_words(x)
+            y = F.linear(torch.tanh(code), w)
+        (y.sin().sum()).backward()
+        outs.append((y.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    assert outs[0][1].keys() == outs[1][1].keys()
+    for name in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][name], outs[1][1][name], atol=1e-5, rtol=1e-5, msg=name)
+    torch.manual_seed(1)
+    z = fast.gate()
+    taken = fast.active_components(z) is not None
+    assert taken == (int((z > 0).sum()) <= 0.8 * r)
+    assert taken or closed < 14

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flop_fairseq.corpus import MAX_LEN, MIN_LEN, SyntheticLM, generate_corpus, main
+from flop_fairseq.demo.corpus import MAX_LEN, MIN_LEN, SyntheticLM, generate_corpus, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPES, TRAIN, VALID, TEST = 5000, 100_000, 10_000, 10_000
@@ -139,7 +139,7 @@ def test_bad_input_writes_nothing(tmp_path, capsys):
 
 def test_cli_prints_what_it_wrote(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "flop_fairseq.corpus", str(tmp_path / "c"), "--types", "300", "--train-tokens", "2000",
+        [sys.executable, "-m", "flop_fairseq.demo.corpus", str(tmp_path / "c"), "--types", "300", "--train-tokens", "2000",
          "--valid-tokens", "200", "--test-tokens", "200", "--seed", "7"],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )

@@ -20,9 +20,9 @@ def check_result(work, proc, dense_updates, prune_updates):
     d, c = res["dense"], res["compact"]
     # init keep probability 0.8: the eval mask drops round(0.2 n) components of each band
     # from the start, so the compact model is smaller even after a few updates
-    assert c["params"] < d["params"]
-    # only the bands are pruned: the whole difference is embedding parameters
-    assert d["params"] - c["params"] == d["embedding_params"] - c["embedding_params"]
+    assert c["total_params"] < d["total_params"]
+    # only the bands are pruned: the whole difference is band parameters
+    assert d["total_params"] - c["total_params"] == d["band_params"] - c["band_params"]
     assert all(k <= r for k, r in zip(res["kept_ranks"], res["ranks"]))
     assert d["updates"] == dense_updates and c["updates"] == dense_updates + prune_updates
     assert res["dense_same_updates"]["updates"] == dense_updates + prune_updates
@@ -31,9 +31,9 @@ def check_result(work, proc, dense_updates, prune_updates):
     assert open(work / "flop_demo.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     out = proc.stdout
     assert f"picture: {work / 'flop_demo.png'}" in out
-    for row in ("parameters", "embedding parameters", "test perplexity", "eval tokens/s (median of 1)"):
+    for row in ("parameters (total_params)", "band parameters", "test perplexity", "eval tokens/s (median of 1)"):
         assert row in out
-    assert f"{c['params']:,}" in out and f"{d['params']:,}" in out
+    assert f"{c['total_params']:,}" in out and f"{d['total_params']:,}" in out
     return res
 
 

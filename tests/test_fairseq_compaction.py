@@ -7,17 +7,16 @@ import pytest
 import torch
 
 from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR, eval_lm, report_json, run
-from test_fairseq_pruning import flop_init, pruned  # noqa: F401  (session fixtures)
 
 
 @pytest.fixture(scope="session")
-def compact(pruned, tmp_path_factory):  # noqa: F811
+def compact(pruned, tmp_path_factory):
     out = tmp_path_factory.mktemp("compact") / "compact.pt"
     proc = run("flop-compact", pruned[0], out)
     return str(out), proc.stdout
 
 
-def test_compact_is_smaller_and_reports_the_same_bands(pruned, compact):  # noqa: F811
+def test_compact_is_smaller_and_reports_the_same_bands(pruned, compact):
     gated, small = report_json(pruned[0]), report_json(compact[0])
     assert not small["gated"] and small["expected_sparsity"] is None
     for key in ("sparsity", "prunable_params", "remaining_prunable_params", "total_params"):
@@ -29,11 +28,11 @@ def test_compact_is_smaller_and_reports_the_same_bands(pruned, compact):  # noqa
     assert sum(v.numel() for k, v in params.items() if v.is_floating_point() and "version" not in k
                and "_float_tensor" not in k) == small["total_params"]
     assert os.path.getsize(compact[0]) < os.path.getsize(pruned[0])
-    assert "file size" in compact[1] and "model parameters" in compact[1]
+    assert "file size" in compact[1] and "stored parameters" in compact[1]
 
 
 @pytest.mark.parametrize("extra", [[], ["--context-window", "32"], ["--softmax-batch", "50"]])
-def test_eval_lm_perplexity_matches_the_gated_model(data_bin, pruned, compact, extra):  # noqa: F811
+def test_eval_lm_perplexity_matches_the_gated_model(data_bin, pruned, compact, extra):
     gated_loss, gated_ppl = eval_lm(data_bin, pruned[0], *extra)
     small_loss, small_ppl = eval_lm(data_bin, compact[0], *extra)
     assert abs(small_loss - gated_loss) / gated_loss < 1e-4
@@ -56,7 +55,7 @@ def _edit(src, dst, edit):
     torch.save(state, dst)
 
 
-def test_a_band_pruned_to_zero_still_works(data_bin, pruned, tmp_path):  # noqa: F811
+def test_a_band_pruned_to_zero_still_works(data_bin, pruned, tmp_path):
     def kill_band_2(model):
         for key in model:
             if key.endswith("bands.2.gate.log_alpha_raw"):
@@ -73,7 +72,7 @@ def test_a_band_pruned_to_zero_still_works(data_bin, pruned, tmp_path):  # noqa:
     assert abs(small_loss - gated_loss) / gated_loss < 1e-4
 
 
-def test_refusals_leave_nothing_on_disk(dense_checkpoint, pruned, compact, tmp_path):  # noqa: F811
+def test_refusals_leave_nothing_on_disk(dense_checkpoint, pruned, compact, tmp_path):
     out = tmp_path / "out.pt"
     truncated = tmp_path / "truncated.pt"
     with open(pruned[0], "rb") as f:
@@ -95,7 +94,7 @@ def test_refusals_leave_nothing_on_disk(dense_checkpoint, pruned, compact, tmp_p
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
 
 
-def test_hub_scores_match_between_gated_and_compact(data_bin, pruned, compact):  # noqa: F811
+def test_hub_scores_match_between_gated_and_compact(data_bin, pruned, compact):
     from flop_fairseq.models import FlopTransformerLanguageModel
 
     raw = os.path.join(os.path.dirname(data_bin), "raw", "test.txt")

@@ -3,35 +3,9 @@ flop-convert -> fairseq-train --criterion flop_adaptive_loss -> flop-report."""
 
 import re
 
-import pytest
 import torch
 
-from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR, eval_lm, report_json, run
-
-TARGET = 0.6
-# The criterion's default scales and quadratic weight; the warm-up and the updates after
-# it are what this tiny model needs to settle on the target.
-PRUNE_ARGS = [
-    "--user-dir", USER_DIR, "--arch", "flop_transformer_lm", *MODEL_ARGS, "--criterion", "flop_adaptive_loss",
-    "--target-sparsity", str(TARGET), "--lr", "0.003", "--sparsity-warmup-updates", "200", "--log-interval", "20",
-]
-PRUNE_UPDATES = 400
-
-
-@pytest.fixture(scope="session")
-def flop_init(dense_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("convert") / "flop_init.pt"
-    proc = run("flop-convert", dense_checkpoint, out, "--init-keep-prob", "0.8")
-    return str(out), proc.stdout
-
-
-@pytest.fixture(scope="session")
-def pruned(data_bin, flop_init, tmp_path_factory):
-    save = tmp_path_factory.mktemp("pruned")
-    proc = run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
-               "--max-update", PRUNE_UPDATES, "--save-dir", save)
-    return str(save / "checkpoint_last.pt"), proc.stdout + proc.stderr
-
+from conftest import PRUNE_ARGS, PRUNE_UPDATES, TARGET, TRAIN_ARGS, eval_lm, report_json, run
 
 def _dict_size(data_bin):
     with open(f"{data_bin}/dict.txt") as f:

@@ -1,5 +1,5 @@
-"""fairseq ``--user-dir``: registers the ``flop_transformer_lm`` model (and its arch
-presets) and the ``flop_adaptive_loss`` criterion."""
+"""fairseq ``--user-dir user_dir`` from a checkout: the packaged plugin
+(``flop_fairseq/plugin/flop_fairseq_plugin``, whose path ``flop-user-dir`` prints) under the
+short name. It only imports what the plugin imports, so the two never register twice."""
 
-import flop_fairseq.criterions  # noqa: F401
-import flop_fairseq.models  # noqa: F401
+from flop_fairseq.plugin.flop_fairseq_plugin import *  # noqa: F401,F403

@@ -1,1 +1,1 @@
-"""Command-line tools: ``flop-convert``, ``flop-report``, ``flop-compact``."""
+"""Console scripts: argument parsing and printing only; the work is in :mod:`flop_fairseq.tools`."""

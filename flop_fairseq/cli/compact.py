@@ -3,75 +3,31 @@ component removed, the eval-mode gates folded into the weights, and no gates or
 Lagrange multipliers left. It loads with ``fairseq-eval-lm --user-dir user_dir``."""
 
 import argparse
-import copy
-import os
 import sys
 
 import torch
 
-from ..compaction import compact_model
-from ..sparsity import gated_modules
-from .checkpoint_io import CheckpointError, load_flop_model, quiet_logging, save_checkpoint_atomic
-from .convert import max_logprob_difference
-from .report import report
+from ..tools.checkpoint import CheckpointError, quiet_logging
 
 
-def _band_label(row) -> str:
-    return f"{row['side']} {row['band']} [{row['vocab'][0]}, {row['vocab'][1]})"
-
-
-def compact(in_path: str, out_path: str, tolerance: float = 1e-4, log=print) -> dict:
-    state, model = load_flop_model(in_path)
-    if not gated_modules(model):
-        raise CheckpointError(f"{in_path}: already compact (no gates left); nothing to do")
-    cfg_model = state["cfg"]["model"]
-    params_before = sum(p.numel() for p in model.parameters())
-    rep = report(model, cfg_model)
-    gated = copy.deepcopy(model)
-    compact_model(model)
-    num_words = model.decoder.adaptive_softmax.vocab_size
-    diff = max_logprob_difference(gated, model, num_words)
-    if not diff <= tolerance:
-        raise CheckpointError(f"compaction changed the function (max log-prob difference {diff:.2e}); "
-                              "please report this checkpoint")
-    params_after = sum(p.numel() for p in model.parameters())
-    state["model"] = model.state_dict()
-    state["criterion"] = None
-    state.pop("last_optimizer_state", None)
-    size_before = os.path.getsize(in_path)
-    size_after = save_checkpoint_atomic(state, out_path, in_path)
-
-    rows = [f"{'band':<28} {'rank':>6} {'kept':>6} {'params before':>14} {'params after':>13}"]
-    for r, band in zip(rep["bands"], unique_bands(gated)):
-        before = band.rank * band.params_per_component()
-        rows.append(f"{_band_label(r):<28} {r['rank']:>6} {r['kept']:>6} {before:>14,} {r['params_after']:>13,}")
-    if "layers" in rep:
-        lay = rep["layers"]
-        rows.append(f"{'decoder layer matrices':<28} {lay['rank']:>6} {lay['kept']:>6} "
-                    f"{_layer_params(gated, rep):>14,} {lay['params_after']:>13,}")
-    rows.append(f"{'model parameters':<28} {'':>6} {'':>6} {params_before:>14,} {params_after:>13,}")
-    rows.append(f"{'file size (MiB)':<28} {'':>6} {'':>6} {size_before / 2**20:>14.2f} {size_after / 2**20:>13.2f}")
-    log("\n".join(rows))
-    log(f"flop-compact: hard sparsity {rep['sparsity']:.4f} of {rep['prunable_params']:,} prunable parameters; "
-        f"max |log p(gated) - log p(compact)| = {diff:.1e}; wrote {out_path}")
-    return {"params_before": params_before, "params_after": params_after, "size_before": size_before,
-            "size_after": size_after, "max_logprob_diff": diff, "sparsity": rep["sparsity"]}
-
-
-def unique_bands(model):
-    """The model's bands in input-then-softmax order, a band shared by both once."""
-    seen = []
-    for bands in (model.decoder.embed_tokens.bands, model.decoder.adaptive_softmax.bands):
-        for b in bands:
-            if all(b is not s for s in seen):
-                seen.append(b)
-    return seen
-
-
-def _layer_params(model, rep) -> int:
-    names = [r["layer"] for r in rep["layers"]["per_matrix"]]
-    return sum(p.numel() for n in names for p in model.get_submodule(n).parameters()
-               if p.dim() == 2)
+def format_table(res: dict) -> str:
+    """Per band and in total: the dense model's count before, the compact count after."""
+    b, a = res["before"], res["after"]
+    rows = [f"{'group':<28} {'rank':>6} {'kept':>6} {'params before':>14} {'params after':>13}"]
+    for r in res["bands"]:
+        label = f"{r['side']} {r['band']} [{r['vocab'][0]}, {r['vocab'][1]})"
+        rows.append(f"{label:<28} {r['rank']:>6} {r['kept']:>6} {r['params_before']:>14,} {r['params_after']:>13,}")
+    if res["layers"]:
+        lay = res["layers"]
+        rows.append(f"{f'layer matrices ({len(lay)})':<28} {sum(x['rank'] for x in lay):>6} "
+                    f"{sum(x['kept'] for x in lay):>6} {sum(x['params_before'] for x in lay):>14,} "
+                    f"{sum(x['params_after'] for x in lay):>13,}")
+    rows.append(f"{'prunable (dense -> kept)':<28} {'':>6} {'':>6} {b.prunable_params:>14,} "
+                f"{a.remaining_prunable_params:>13,}")
+    rows.append(f"{'stored parameters':<28} {'':>6} {'':>6} {b.stored_params:>14,} {a.stored_params:>13,}")
+    rows.append(f"{'file size (MiB)':<28} {'':>6} {'':>6} {res['size_before'] / 2**20:>14.2f} "
+                f"{res['size_after'] / 2**20:>13.2f}")
+    return "\n".join(rows)
 
 
 def main(argv=None):
@@ -84,11 +40,18 @@ def main(argv=None):
     parser.add_argument("output", help="compact checkpoint to write (never the input)")
     args = parser.parse_args(argv)
     quiet_logging()
+    from ..tools.compact import compact
+
     try:
         with torch.no_grad():
-            compact(args.input, args.output)
+            res = compact(args.input, args.output)
     except CheckpointError as e:
         sys.exit(f"flop-compact: error: {e}")
+    a = res["after"]
+    print(format_table(res))
+    print(f"flop-compact: hard sparsity {res['before'].sparsity:.4f} of prunable_params {a.prunable_params:,}; "
+          f"total_params {a.total_params:,}; max |log p(gated) - log p(compact)| = {res['max_logprob_diff']:.1e}; "
+          f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..sparsity import expected_sparsity, gated_modules, sparsity_stats
+from ..core import GatedModule, expected_sparsity, gated_modules, sparsity_stats
 
 
 @dataclass
@@ -39,14 +39,6 @@ class FlopAdaptiveLossConfig(AdaptiveLossConfig):
                           "towards the target that keeps the sparsity from overshooting it"},
     )
     lr: List[float] = II("optimization.lr")
-
-
-def _band_label(name: str):
-    """``b{i}`` for the (input or tied) band ``i``, ``out{i}`` for an untied softmax band, else None."""
-    for prefix, label in (("decoder.embed_tokens.bands.", "b"), ("decoder.adaptive_softmax.bands.", "out")):
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            return label + name[len(prefix):]
-    return None
 
 
 @register_criterion("flop_adaptive_loss", dataclass=FlopAdaptiveLossConfig)
@@ -126,10 +118,9 @@ class FlopAdaptiveLoss(AdaptiveLoss):
             "flop_hard_sparsity": stats.sparsity * w,
             "flop_weight": w,
         })
-        for group in stats.groups:
-            label = _band_label(group.name)
-            if label is not None:
-                logging_output[f"flop_kept_{label}"] = group.kept * w
+        for slot in model.flop_bands():
+            if isinstance(slot.module, GatedModule):
+                logging_output[f"flop_kept_{slot.label}"] = slot.module.kept_rank() * w
         return loss + penalty * sample_size, sample_size, logging_output
 
     @staticmethod

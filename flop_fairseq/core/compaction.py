@@ -5,8 +5,8 @@ from typing import Dict, Iterator, Mapping, Tuple
 import torch
 from torch import nn
 
-from .factorized_band import FactorizedBand, LowRankBand
-from .factorized_linear import FactorizedLinear, low_rank_linear
+from .band import GatedLowRankBand, LowRankBand
+from .linear import GatedLowRankLinear, LowRankLinear
 from .gated_module import GatedModule
 from .lagrangian import AugmentedLagrangian
 
@@ -59,7 +59,7 @@ def match_structure(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
 
     A model built from its configuration has gated, full-rank modules; a compacted
     checkpoint holds :class:`LowRankBand` of kept ranks, and plain ``nn.Linear`` or
-    low-rank ``Sequential`` layers. Each module is rebuilt in the form (and rank)
+    :class:`LowRankLinear` layers. Each module is rebuilt in the form (and rank)
     its keys and shapes show, so ``load_state_dict`` then fits exactly.
     """
 
@@ -67,26 +67,26 @@ def match_structure(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
         if isinstance(m, LowRankBand):
             gated = f"{name}.gate.log_alpha_raw" in state_dict
             emb = state_dict.get(f"{name}.emb")
-            if emb is None or (gated == isinstance(m, FactorizedBand) and emb.shape[1] == m.rank):
+            if emb is None or (gated == isinstance(m, GatedLowRankBand) and emb.shape[1] == m.rank):
                 return None
-            cls = FactorizedBand if gated else LowRankBand
+            cls = GatedLowRankBand if gated else LowRankBand
             return _like(cls(
                 m.num_words, emb.shape[1], m.dim, has_input=m.in_proj is not None, has_output=m.has_output,
                 tie_proj=m.tie_proj, padding_idx=m.padding_idx, output_dim=m.output_dim,
             ), m)
-        if isinstance(m, (FactorizedLinear, nn.Linear, nn.Sequential)) and _is_linear_slot(m):
-            in_f, out_f, has_bias = _linear_shape(m)
+        if isinstance(m, (GatedLowRankLinear, nn.Linear, LowRankLinear)):
+            in_f, out_f, has_bias = m.in_features, m.out_features, m.bias is not None
             if f"{name}.left" in state_dict:
-                if isinstance(m, FactorizedLinear) and m.rank == state_dict[f"{name}.left"].shape[1]:
+                if isinstance(m, GatedLowRankLinear) and m.rank == state_dict[f"{name}.left"].shape[1]:
                     return None
-                return _like(FactorizedLinear(in_f, out_f, state_dict[f"{name}.left"].shape[1], has_bias), m)
+                return _like(GatedLowRankLinear(in_f, out_f, state_dict[f"{name}.left"].shape[1], has_bias), m)
             if f"{name}.weight" in state_dict:
                 return None if isinstance(m, nn.Linear) else _like(nn.Linear(in_f, out_f, bias=has_bias), m)
             if f"{name}.0.weight" in state_dict:
                 rank = state_dict[f"{name}.0.weight"].shape[0]
-                if isinstance(m, nn.Sequential) and m[0].out_features == rank:
+                if isinstance(m, LowRankLinear) and m.rank == rank:
                     return None
-                return _like(low_rank_linear(in_f, out_f, rank, has_bias), m)
+                return _like(LowRankLinear(in_f, out_f, rank, has_bias), m)
         return None
 
     _replace(model, make)
@@ -96,14 +96,3 @@ def match_structure(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
             delattr(parent, attr)
     return model
 
-
-def _is_linear_slot(m: nn.Module) -> bool:
-    if isinstance(m, nn.Sequential):
-        return len(m) == 2 and all(isinstance(x, nn.Linear) for x in m)
-    return isinstance(m, (FactorizedLinear, nn.Linear))
-
-
-def _linear_shape(m: nn.Module) -> Tuple[int, int, bool]:
-    if isinstance(m, nn.Sequential):
-        return m[0].in_features, m[1].out_features, m[1].bias is not None
-    return m.in_features, m.out_features, m.bias is not None

@@ -1,6 +1,6 @@
 """Adaptive input (Baevski & Auli 2019) and adaptive softmax (Grave et al. 2017)
-whose frequency bands are low-rank products, gated (:class:`FactorizedBand`) or
-compacted (:class:`LowRankBand`). Plain PyTorch; the interfaces match fairseq's
+whose frequency bands are low-rank products, gated (:class:`GatedLowRankBand`) or
+compact (:class:`LowRankBand`). Plain PyTorch; the interfaces match fairseq's
 ``AdaptiveInput`` and ``AdaptiveSoftmax`` so fairseq's decoder, ``adaptive_loss``
 criterion and sequence scorer use them unchanged."""
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .factorized_band import LowRankBand
+from .band import LowRankBand
 
 
 def band_slices(cutoff: Sequence[int]) -> List[range]:
@@ -33,7 +33,7 @@ def complete_cutoff(cutoff: Sequence[int], vocab_size: int) -> List[int]:
     return cutoff
 
 
-class FlopAdaptiveInput(nn.Module):
+class LowRankAdaptiveInput(nn.Module):
     """Token ids ``(B, T)`` -> embeddings ``(B, T, d)``, band ``i`` embedding the ids in its slice."""
 
     def __init__(self, bands: Sequence[LowRankBand], cutoff: Sequence[int], embedding_dim: int, padding_idx: int):
@@ -57,7 +57,7 @@ class FlopAdaptiveInput(nn.Module):
         return result
 
 
-class FlopAdaptiveSoftmax(nn.Module):
+class LowRankAdaptiveSoftmax(nn.Module):
     """Adaptive softmax over factorized bands.
 
     The head scores the words of band 0 with ``bands[0].logits`` and the tail
@@ -86,8 +86,8 @@ class FlopAdaptiveSoftmax(nn.Module):
 
     def tail(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Logits of tail cluster ``i`` (band ``i + 1``) for ``x`` ``(N, d)``."""
-        band = self.bands[i + 1]
-        return F.linear(self.dropout(band.project(x)), band.emb)
+        code, words = self.bands[i + 1].code_and_words(x)
+        return F.linear(self.dropout(code), words)
 
     def adapt_target(self, target: torch.Tensor):
         target = target.view(-1)

@@ -11,18 +11,26 @@ from fairseq.models.transformer import TransformerDecoder
 from fairseq.models.transformer_lm import (
     TransformerLanguageModel,
     TransformerLanguageModelConfig,
-    base_lm_architecture,
     transformer_lm_baevski_gbw,
     transformer_lm_baevski_wiki103,
 )
 from fairseq.utils import safe_getattr
+import torch
 from torch import nn
 
-from ..adaptive import FlopAdaptiveInput, FlopAdaptiveSoftmax, band_slices, complete_cutoff
-from ..compaction import match_structure
-from ..factorized_band import FactorizedBand
-from ..factorized_linear import FactorizedLinear
-from ..lagrangian import AugmentedLagrangian
+from ...core import (
+    AugmentedLagrangian,
+    GatedLowRankBand,
+    GatedLowRankLinear,
+    LowRankAdaptiveInput,
+    LowRankAdaptiveSoftmax,
+    PrunableModel,
+    band_slices,
+    band_slots,
+    complete_cutoff,
+    match_structure,
+)
+from . import dense
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ def _cutoff(value: Optional[str], vocab_size: int) -> List[int]:
 def build_bands(args, vocab_size: int, padding_idx: int):
     """The FLOP bands of the adaptive input and softmax: ``(input_bands, output_bands, cutoff)``.
 
-    With ``--tie-adaptive-weights`` each band is one :class:`FactorizedBand` used
+    With ``--tie-adaptive-weights`` each band is one :class:`GatedLowRankBand` used
     by both (the same object in both lists). The head band's tied output uses the
     band embedding with no projection while its input goes through one, so it
     keeps its own output factor (``|V_0| + 2d`` per component); tail bands share
@@ -85,13 +93,13 @@ def build_bands(args, vocab_size: int, padding_idx: int):
             tie_proj = i > 0 and args.tie_adaptive_proj
             # dense: band embedding + input projection (+ the softmax's own projection if untied)
             dense = len(words) * rank + d_model * rank + (0 if i == 0 or tie_proj else d_out * rank)
-            bands.append(FactorizedBand(
+            bands.append(GatedLowRankBand(
                 len(words), rank, d_model, has_input=True, has_output=True, tie_proj=tie_proj,
                 padding_idx=padding_idx if i == 0 else None, dense_count=dense, output_dim=d_out, **gate_kw,
             ))
         return bands, bands, in_cut
     inputs = [
-        FactorizedBand(
+        GatedLowRankBand(
             len(words), int(d_in // args.adaptive_input_factor ** i), d_model, has_input=True, has_output=False,
             padding_idx=padding_idx if i == 0 else None,
             dense_count=(len(words) + d_model) * int(d_in // args.adaptive_input_factor ** i), **gate_kw,
@@ -102,7 +110,7 @@ def build_bands(args, vocab_size: int, padding_idx: int):
     for i, words in enumerate(band_slices(out_cut)):
         rank = d_out if i == 0 else int(d_out // args.adaptive_softmax_factor ** i)
         dense = len(words) * d_out if i == 0 else (len(words) + d_out) * rank
-        outputs.append(FactorizedBand(
+        outputs.append(GatedLowRankBand(
             len(words), rank, d_model, has_input=False, has_output=True, dense_count=dense, output_dim=d_out,
             **gate_kw,
         ))
@@ -110,8 +118,8 @@ def build_bands(args, vocab_size: int, padding_idx: int):
 
 
 class FlopTransformerDecoder(TransformerDecoder):
-    """fairseq's ``TransformerDecoder`` with a :class:`FlopAdaptiveSoftmax` and, with
-    ``--flop-decoder-layers``, :class:`FactorizedLinear` attention/FFN matrices."""
+    """fairseq's ``TransformerDecoder`` with a :class:`LowRankAdaptiveSoftmax` and, with
+    ``--flop-decoder-layers``, :class:`GatedLowRankLinear` attention/FFN matrices."""
 
     def __init__(self, args, dictionary, embed_tokens, output_bands, output_cutoff):
         # the base class calls the build_* hooks below with a TransformerConfig that
@@ -125,7 +133,7 @@ class FlopTransformerDecoder(TransformerDecoder):
 
     def build_output_projection(self, args, dictionary, embed_tokens):
         bands, cutoff = self._flop_output
-        self.adaptive_softmax = FlopAdaptiveSoftmax(
+        self.adaptive_softmax = LowRankAdaptiveSoftmax(
             bands, cutoff, args.decoder_output_dim, dropout=args.adaptive_softmax_dropout
         )
 
@@ -138,21 +146,24 @@ class FlopTransformerDecoder(TransformerDecoder):
 
 
 def factorize_layer(layer: nn.Module, init_keep_prob: float, temperature: float) -> None:
-    """In place: the attention and FFN ``nn.Linear`` of ``layer`` become SVD-initialised
-    :class:`FactorizedLinear` of full rank (so the layer's function is unchanged)."""
+    """In place: the attention and FFN ``nn.Linear`` of ``layer`` become full-rank
+    :class:`GatedLowRankLinear`, randomly initialised with a dense layer's variance: no SVD
+    here, since the weights are either trained from scratch or loaded (``flop-convert``
+    computes the SVD of the dense model's weights once)."""
     for path in LAYER_MATRICES:
         parent_path, attr = path.rsplit(".", 1) if "." in path else ("", path)
         parent = layer.get_submodule(parent_path) if parent_path else layer
         dense = getattr(parent, attr)
-        setattr(parent, attr, FactorizedLinear.from_dense(
-            dense, init_keep_prob=init_keep_prob, temperature=temperature
+        setattr(parent, attr, GatedLowRankLinear(
+            dense.in_features, dense.out_features, bias=dense.bias is not None,
+            init_keep_prob=init_keep_prob, temperature=temperature,
         ).to(dense.weight.dtype))
     # fairseq's fused attention path reads q_proj.weight etc.; factorized projections have none
     layer.self_attn._set_skip_embed_dim_check()
 
 
 @register_model("flop_transformer_lm", dataclass=FlopTransformerLanguageModelConfig)
-class FlopTransformerLanguageModel(TransformerLanguageModel):
+class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
     """Transformer LM whose adaptive input/softmax bands (and optionally decoder
     layers) are FLOP low-rank products ``P diag(z) Q`` with hard-concrete gates.
 
@@ -163,9 +174,36 @@ class FlopTransformerLanguageModel(TransformerLanguageModel):
     checkpoint holds, so the same arch loads gated and compact checkpoints.
     """
 
+    # fairseq's dense archs this model converts from (flop-convert), and the FLOP arch of each
+    DENSE_ARCHS = dense.DENSE_ARCHS
+
     def __init__(self, decoder):
         super().__init__(decoder)
         self.flop_lagrangian = AugmentedLagrangian()
+        self.flop_decoder_layers = False
+
+    def flop_bands(self):
+        seen = set()
+        return (band_slots(self.decoder.embed_tokens.bands, self.decoder.embed_tokens.cutoff, seen, "b")
+                + band_slots(self.decoder.adaptive_softmax.bands, self.decoder.adaptive_softmax.cutoff, seen, "out"))
+
+    def flop_layer_matrices(self):
+        if not self.flop_decoder_layers:
+            return []
+        return [(f"decoder.layers.{i}.{path}", layer.get_submodule(path))
+                for i, layer in enumerate(self.decoder.layers) for path in LAYER_MATRICES]
+
+    @staticmethod
+    def vocab_size_from_state(model_state) -> int:
+        return dense.vocab_size_from_state(model_state)
+
+    @staticmethod
+    def dense_prunable_tensors(dense_model):
+        return dense.band_tensors(dense_model)
+
+    @torch.no_grad()
+    def init_from_dense(self, dense_model, cfg_model) -> dict:
+        return dense.init_from_dense(self, dense_model, tied=bool(cfg_model.get("tie_adaptive_weights")))
 
     @classmethod
     def hub_models(cls):
@@ -182,13 +220,16 @@ class FlopTransformerLanguageModel(TransformerLanguageModel):
             raise ValueError("flop_transformer_lm does not support --character-embeddings")
         dictionary = task.source_dictionary
         input_bands, output_bands, cutoff = build_bands(args, len(dictionary), dictionary.pad())
-        embed_tokens = FlopAdaptiveInput(
+        embed_tokens = LowRankAdaptiveInput(
             input_bands, complete_cutoff(options.eval_str_list(args.adaptive_input_cutoff, type=int),
                                          len(dictionary)),
             args.decoder_embed_dim, dictionary.pad(),
         )
         decoder = FlopTransformerDecoder(args, task.target_dictionary, embed_tokens, output_bands, cutoff)
-        return cls(decoder)
+        model = cls(decoder)
+        # a compact layer matrix may be a plain nn.Linear: only the config says it was pruned
+        model.flop_decoder_layers = bool(args.flop_decoder_layers)
+        return model
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         match_structure(self, state_dict)
@@ -201,13 +242,6 @@ def _flop_defaults(args):
     args.flop_temperature = safe_getattr(args, "flop_temperature", 2.0 / 3.0)
     # adaptive input/softmax are what FLOP prunes: on by default
     args.adaptive_input = safe_getattr(args, "adaptive_input", True)
-
-
-def flop_base_architecture(args):
-    """fairseq's ``transformer_lm`` defaults (the arch ``flop_transformer_lm``, registered by
-    ``register_model``); the adaptive input/softmax cutoffs must be given."""
-    _flop_defaults(args)
-    base_lm_architecture(args)
 
 
 @register_model_architecture("flop_transformer_lm", "flop_transformer_lm_wiki103")

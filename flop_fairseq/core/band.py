@@ -1,4 +1,6 @@
-"""One frequency band of an adaptive input / adaptive softmax as a gated low-rank product."""
+"""One frequency band of an adaptive input / adaptive softmax as a low-rank product:
+:class:`LowRankBand` (compact, no gates) and :class:`GatedLowRankBand` (one gate per rank
+component, what FLOP trains)."""
 
 from typing import Optional
 
@@ -21,7 +23,7 @@ class LowRankBand(nn.Module):
     - input: ``embed(w) = B_in diag(z) A[w]^T``, shape ``(..., d)``;
     - output: ``logits(h) = A diag(z) B_out^T h``, ``h`` of shape ``(N, d)``, result ``(N, |V_i|)``.
 
-    Here ``z`` is 1; :class:`FactorizedBand` adds the gates. A band of rank 0
+    Here ``z`` is 1 (the compact form); :class:`GatedLowRankBand` adds the gates. A band of rank 0
     embeds every word to 0 and gives every word of the band the logit 0.
     """
 
@@ -52,8 +54,9 @@ class LowRankBand(nn.Module):
             nn.Parameter(torch.empty(self.output_dim, rank)) if has_output and not self.tie_proj else None
         )
         self.has_output = has_output
-        self.register_buffer("full_rank", torch.tensor(rank if full_rank is None else full_rank))
-        self.register_buffer("dense_count", torch.tensor(-1 if dense_count is None else dense_count))
+        # counts, not weights: kept on the CPU even when the model is built on the meta device
+        self.register_buffer("full_rank", torch.tensor(rank if full_rank is None else full_rank, device="cpu"))
+        self.register_buffer("dense_count", torch.tensor(-1 if dense_count is None else dense_count, device="cpu"))
         nn.init.normal_(self.emb, std=max(rank, 1) ** -0.5)
         for p in (self.in_proj, self.out_proj):
             if p is not None:
@@ -66,24 +69,33 @@ class LowRankBand(nn.Module):
     def output_proj(self) -> Optional[torch.Tensor]:
         return self.in_proj if self.tie_proj else self.out_proj
 
-    def gate_values(self) -> Optional[torch.Tensor]:
-        return None
+    def gates_for_one_use(self):
+        """``(z, active)`` for one use of the band: ``z`` the gate values, shape ``(r,)`` (None for
+        a compact band: all 1), and ``active`` the indices of the components to compute (None: all)."""
+        return None, None
 
     def embed(self, words: torch.Tensor) -> torch.Tensor:
         """``words`` (any shape, indices into the band) -> embeddings ``(*words.shape, d)``."""
-        z = self.gate_values()
-        proj = self.in_proj if z is None else self.in_proj * z
-        return F.linear(F.embedding(words, self.emb, self.padding_idx), proj)
+        z, active = self.gates_for_one_use()
+        codes = F.embedding(words, self.emb, self.padding_idx)
+        proj = self.in_proj
+        if active is not None:
+            codes, proj, z = codes.index_select(-1, active), proj.index_select(1, active), z.index_select(0, active)
+        return F.linear(codes, proj if z is None else proj * z)
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """``h`` ``(N, d)`` -> ``diag(z) B_out^T h``, shape ``(N, r)`` (the band's hidden code)."""
-        z = self.gate_values()
-        proj = self.output_proj.t()
-        return F.linear(h, proj if z is None else proj * z[:, None])
+    def code_and_words(self, h: torch.Tensor):
+        """``h`` ``(N, d)`` -> ``(diag(z) B_out^T h, A)``: the band's hidden code ``(N, k)`` and the
+        word factor ``A`` ``(|V_i|, k)`` that scores it, over the ``k`` computed components."""
+        z, active = self.gates_for_one_use()
+        proj, words = self.output_proj, self.emb
+        if active is not None:
+            proj, words, z = proj.index_select(1, active), words.index_select(1, active), z.index_select(0, active)
+        return F.linear(h, (proj if z is None else proj * z).t()), words
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """``h`` ``(N, d)`` -> logits over the band's words ``(N, |V_i|)``."""
-        return F.linear(self.project(h), self.emb)
+        code, words = self.code_and_words(h)
+        return F.linear(code, words)
 
     @property
     def rank(self) -> int:
@@ -110,7 +122,7 @@ class LowRankBand(nn.Module):
         )
 
 
-class FactorizedBand(LowRankBand, GatedModule):
+class GatedLowRankBand(LowRankBand, GatedModule):
     """A :class:`LowRankBand` with one :class:`HardConcrete` gate per rank component.
 
     The same ``z`` multiplies the input and the output use, so a band shared by the
@@ -119,28 +131,15 @@ class FactorizedBand(LowRankBand, GatedModule):
     output has its own projection).
     """
 
-    def __init__(
-        self,
-        num_words: int,
-        rank: int,
-        dim: int,
-        has_input: bool = True,
-        has_output: bool = True,
-        tie_proj: bool = True,
-        padding_idx: Optional[int] = None,
-        dense_count: Optional[int] = None,
-        output_dim: Optional[int] = None,
-        init_keep_prob: Optional[float] = None,
-        temperature: float = 2.0 / 3.0,
-        gate_lr_scale: float = 1.0,
-    ):
-        super().__init__(
-            num_words, rank, dim, has_input, has_output, tie_proj, padding_idx, dense_count, output_dim
-        )
+    def __init__(self, num_words: int, rank: int, dim: int, *, init_keep_prob: Optional[float] = None,
+                 temperature: float = 2.0 / 3.0, gate_lr_scale: float = 1.0, **band_options):
+        """``band_options``: those of :class:`LowRankBand` (``has_input``, ``tie_proj``, ...)."""
+        super().__init__(num_words, rank, dim, **band_options)
         self.gate = HardConcrete(rank, init_keep_prob, temperature, lr_scale=gate_lr_scale)
 
-    def gate_values(self) -> torch.Tensor:
-        return self.gate()
+    def gates_for_one_use(self):
+        z = self.gate()
+        return z, self.active_components(z)
 
     @torch.no_grad()
     def compact(self) -> LowRankBand:

@@ -1,7 +1,7 @@
 """The interface every FLOP-pruned component implements, so that sparsity can be
 accounted for over a whole model without knowing what the components are."""
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -9,6 +9,10 @@ from torch import nn
 from .hard_concrete import HardConcrete
 
 Count = Union[int, torch.Tensor]
+
+# Computing only the active components pays once at most this fraction of them is active (the
+# FLOP authors' threshold): above it, gathering the factors costs more than the skipped work.
+FAST_PATH_MAX_ACTIVE = 0.8
 
 
 class GatedModule(nn.Module):
@@ -25,6 +29,21 @@ class GatedModule(nn.Module):
     """
 
     gate: HardConcrete
+    # False computes every component whatever its gate (the reference the fast path is tested against)
+    fast_path: bool = True
+
+    def active_components(self, z: torch.Tensor) -> Optional[torch.Tensor]:
+        """Indices of the non-zero gates of ``z`` (``(r,)``) when at most
+        :data:`FAST_PATH_MAX_ACTIVE` of them are non-zero, else None (compute all).
+
+        A component whose gate is exactly 0 contributes nothing and gets zero gradients
+        (its factors are multiplied by 0, and the hard-concrete clamp passes no gradient
+        to its ``log_alpha``), so skipping it changes neither the output nor a gradient.
+        """
+        if not self.fast_path:
+            return None
+        active = torch.nonzero(z, as_tuple=True)[0]
+        return active if active.numel() <= FAST_PATH_MAX_ACTIVE * z.numel() else None
 
     def dense_params(self) -> int:
         raise NotImplementedError
@@ -51,3 +70,7 @@ class GatedModule(nn.Module):
     def remaining_prunable_params(self) -> int:
         """Exact remaining count after pruning with the eval-mode mask."""
         return int(self.compact_cost(self.kept_rank()))
+
+    def unpruned_params(self) -> int:
+        """Parameters the compact form keeps besides the prunable matrices (a bias)."""
+        return 0

@@ -33,7 +33,7 @@ bigram model would get; ``model_ppl``, the exact perplexity of the full process
 ``model_ppl_with_eos`` also scores the end of every sentence, as fairseq's
 language-model validation does (one ``</s>`` per line).
 
-CLI: ``python -m flop_fairseq.corpus OUT_DIR [--types N] [--train-tokens N]
+CLI: ``python -m flop_fairseq.demo.corpus OUT_DIR [--types N] [--train-tokens N]
 [--valid-tokens N] [--test-tokens N] [--seed S]``.
 """
 
@@ -46,6 +46,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .pseudo_words import make_words
+from .quantile_coupling import intervals, second_order
+
 __all__ = ["generate_corpus", "SyntheticLM", "main"]
 
 MIN_LEN, MAX_LEN = 5, 40
@@ -54,16 +57,6 @@ ZIPF_EXPONENT = 1.1
 ZIPF_OFFSET = 2.7
 MIX_WORD, MIX_CLASS, MIX_NOISE = 0.6, 0.3, 0.1
 SPLITS = ("train", "valid", "test")
-
-# syllable parts with weights: mostly simple consonant-vowel syllables
-_ONSETS = [(c, 1.0) for c in "b c d f g h j k l m n p r s t v w y z".split()] + [
-    (c, 0.12) for c in "bl br ch cl cr dr fl fr gl gr pl pr sc sh sk sl sm sn sp st str sw th tr wh".split()
-] + [("", 2.0)]
-_VOWELS = [(v, 1.0) for v in "a e i o u".split()] + [(v, 0.1) for v in "ai ea ee ie oa oo ou ay".split()]
-_CODAS = [("", 6.0)] + [(c, 0.5) for c in "n r s t l m d k".split()] + [
-    (c, 0.06) for c in "nd nt st rd rt ng ck sh th ll ss".split()
-]
-
 
 class SyntheticLM:
     """The generating process: vocabulary, kernels, sampling and exact scoring."""
@@ -94,7 +87,7 @@ class SyntheticLM:
         pi = (ranks + ZIPF_OFFSET) ** -ZIPF_EXPONENT
         self.pi = pi / pi.sum()
         self.cum_pi = np.cumsum(self.pi)
-        self.words = _make_words(V, rng)
+        self.words = make_words(V, rng)
 
         # Class kernel: class c -> class c' with Q[c, c'] (stationary rho), then a word by pi.
         self.cls = rng.integers(0, C, size=V)
@@ -102,8 +95,8 @@ class SyntheticLM:
         rho = np.bincount(self.cls, weights=self.pi, minlength=C)
         J = np.zeros((C, C))
         for _ in range(3):
-            lo_a, hi_a = _intervals(rho, rng.permutation(C))
-            _, lo_b, hi_b = _second_order(rho, lo_a, hi_a, rng)
+            lo_a, hi_a = intervals(rho, rng.permutation(C))
+            _, lo_b, hi_b = second_order(rho, lo_a, hi_a, rng)
             J += np.clip(np.minimum(hi_a[:, None], hi_b[None, :]) - np.maximum(lo_a[:, None], lo_b[None, :]), 0, None)
         J = J / 3 * 0.9 + 0.1 * np.outer(rho, rho)  # a little class noise
         self.class_trans = J / J.sum(1, keepdims=True)
@@ -125,10 +118,10 @@ class SyntheticLM:
         self.b_lo = np.empty((K, V)); self.b_hi = np.empty((K, V))
         self._b_hi_sorted = np.empty((K, V)); self._b_order = np.empty((K, V), dtype=np.int64)
         for z in range(K):
-            self.a_lo[z], self.a_hi[z] = _intervals(self.pi, rng.permutation(V))
+            self.a_lo[z], self.a_hi[z] = intervals(self.pi, rng.permutation(V))
             # of a few candidate B orders keep the one with the least self-transition mass
             # (frequent words would otherwise repeat themselves: "to to to")
-            perm, self.b_lo[z], self.b_hi[z] = _second_order(self.pi, self.a_lo[z], self.a_hi[z], rng)
+            perm, self.b_lo[z], self.b_hi[z] = second_order(self.pi, self.a_lo[z], self.a_hi[z], rng)
             self._b_order[z] = perm
             self._b_hi_sorted[z] = self.b_hi[z][perm]
 
@@ -258,66 +251,6 @@ class SyntheticLM:
         return "".join((self.words[tokens] + sep).tolist())
 
 
-def _intervals(p: np.ndarray, order: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Lay the masses ``p`` out on [0, 1) in ``order``; each item's ``[lo, hi)``."""
-    hi_sorted = np.cumsum(p[order])
-    hi_sorted /= hi_sorted[-1]
-    lo_sorted = np.concatenate([[0.0], hi_sorted[:-1]])
-    lo, hi = np.empty_like(p), np.empty_like(p)
-    lo[order], hi[order] = lo_sorted, hi_sorted
-    return lo, hi
-
-
-def _second_order(p, lo_a, hi_a, rng, tries: int = 16):
-    """The second order of a quantile coupling: of a few random candidates, the
-    one with the least self-transition mass (frequent words would otherwise
-    repeat themselves: "to to to"). Returns ``(order, lo, hi)``."""
-    best = None
-    for _ in range(tries):
-        order = rng.permutation(p.size)
-        lo, hi = _intervals(p, order)
-        loops = np.clip(np.minimum(hi, hi_a) - np.maximum(lo, lo_a), 0, None).sum()
-        if best is None or loops < best[0]:
-            best = (loops, order, lo, hi)
-    return best[1:]
-
-
-def _make_words(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` unique pronounceable pseudo-words, shorter ones for frequent ranks."""
-    parts = []
-    for table in (_ONSETS, _VOWELS, _CODAS):
-        strings = np.array([t for t, _ in table], dtype=object)
-        weights = np.array([w for _, w in table])
-        parts.append((strings, weights / weights.sum()))
-    nsyl = 1 + np.floor(0.7 * np.log10(np.arange(n) + 1.0) + 0.8 * rng.random(n) - 0.3).astype(int)
-    nsyl = np.clip(nsyl, 1, 5)
-    words = np.empty(n, dtype=object)
-    seen = set()
-    pending = np.arange(n)
-    tries = 0
-    while pending.size:
-        k = nsyl[pending]
-        cand = np.full(pending.size, "", dtype=object)
-        for j in range(5):
-            syl = np.full(pending.size, "", dtype=object)
-            for strings, p in parts:
-                syl = syl + strings[rng.choice(strings.size, size=pending.size, p=p)]
-            more = k > j
-            cand[more] = cand[more] + syl[more]
-        left = []
-        for i, w in zip(pending.tolist(), cand.tolist()):
-            if w in seen or len(w) < 2:
-                left.append(i)
-            else:
-                seen.add(w)
-                words[i] = w
-        pending = np.array(left, dtype=np.int64)
-        tries += 1
-        if tries % 4 == 0:
-            nsyl[pending] = np.minimum(nsyl[pending] + 1, 5)
-    return words
-
-
 def _check_size(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -411,7 +344,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _OneLineErrorParser(
-        prog="python -m flop_fairseq.corpus",
+        prog="python -m flop_fairseq.demo.corpus",
         description="Write a synthetic English-like word-level corpus (train/valid/test.txt).",
     )
     parser.add_argument("out_dir", help="output directory (created if missing)")

@@ -79,7 +79,10 @@ class HardConcrete(nn.Module):
             init_keep_prob = self.dense_keep_prob(self.n)
         logit = math.log(init_keep_prob) - math.log1p(-init_keep_prob)
         with torch.no_grad():
-            self.log_alpha_raw.fill_((logit + self.temperature * self._log_ratio) / float(self.lr_scale))
+            # log_alpha = lr_scale * raw: a tensor division, so that a model built on the meta
+            # device (shapes only, no values to read) builds too
+            self.log_alpha_raw.copy_(torch.full_like(self.log_alpha_raw, logit + self.temperature * self._log_ratio)
+                                     / self.lr_scale)
             self.log_alpha_offset.zero_()
 
     @property

@@ -1,7 +1,7 @@
-"""Reading, building and atomically writing fairseq checkpoints for the command-line tools."""
+"""Reading, building and atomically writing fairseq checkpoints: shared by the command-line
+tools, the demo and the benchmarks."""
 
 import os
-import re
 import tempfile
 from types import SimpleNamespace
 
@@ -38,14 +38,10 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-def vocab_size(model_state: dict) -> int:
-    """Vocabulary size from the adaptive input bands of a dense or FLOP state dict."""
-    pattern = re.compile(r"^decoder\.embed_tokens\.(embeddings\.\d+\.0\.weight|bands\.\d+\.emb)$")
-    sizes = [v.shape[0] for k, v in model_state.items() if pattern.match(k)]
-    if not sizes:
-        raise CheckpointError("the model has no adaptive input (decoder.embed_tokens.embeddings.*): "
-                              "FLOP prunes adaptive input/softmax bands, train with --adaptive-input")
-    return int(sum(sizes))
+def model_name(cfg_model) -> str:
+    """The arch a checkpoint's model config names (fairseq's ``_name``, or ``arch`` in old ones)."""
+    get = cfg_model.get if hasattr(cfg_model, "get") else (lambda k: None)
+    return str(get("_name") or get("arch") or "")
 
 
 def stub_task(num_words: int):
@@ -63,6 +59,8 @@ def build_model(cfg_model, num_words: int):
     """Builds the model ``cfg_model`` describes (a dict or DictConfig), in float32 on the CPU."""
     from fairseq import models
     from omegaconf import OmegaConf
+
+    from .. import models as flop_models  # noqa: F401  (registers the FLOP models with fairseq)
 
     cfg = OmegaConf.create(cfg_model) if isinstance(cfg_model, dict) else cfg_model
     return models.build_model(cfg, stub_task(num_words))
@@ -94,16 +92,17 @@ def save_checkpoint_atomic(state: dict, path: str, source: str) -> int:
 
 
 def load_flop_model(path: str):
-    """``(state, model)`` for a FLOP checkpoint, gated or compact; refuses anything else."""
-    from .. import models  # noqa: F401  (registers flop_transformer_lm with fairseq)
+    """``(state, model)`` for a FLOP checkpoint, gated or compact, in eval mode; refuses anything else."""
+    from ..models import flop_model_for_arch
 
     state = load_checkpoint(path)
     cfg_model = state["cfg"]["model"]
-    name = (cfg_model.get("_name") if hasattr(cfg_model, "get") else None) or ""
-    if not str(name).startswith("flop_transformer_lm"):
+    name = model_name(cfg_model)
+    cls = flop_model_for_arch(name)
+    if cls is None:
         raise CheckpointError(f"{path}: not a FLOP model (arch '{name}'); convert a dense checkpoint "
                               "with flop-convert first")
-    model = build_model(cfg_model, vocab_size(state["model"]))
+    model = build_model(cfg_model, cls.vocab_size_from_state(state["model"]))
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as e:
@@ -111,3 +110,26 @@ def load_flop_model(path: str):
                               f"{str(e).splitlines()[0]}")
     model.eval()
     return state, model
+
+
+def load_any_model(path: str):
+    """``(state, model, dense_prunable)`` for a FLOP or a dense checkpoint that a FLOP model converts
+    from; ``dense_prunable`` lists the dense model's prunable tensors (None for a FLOP model)."""
+    from ..models import flop_model_for_arch, flop_model_for_dense_arch
+
+    state = load_checkpoint(path)
+    name = model_name(state["cfg"]["model"])
+    if flop_model_for_arch(name) is not None:
+        return (*load_flop_model(path), None)
+    found = flop_model_for_dense_arch(name)
+    if found is None:
+        raise CheckpointError(f"{path}: arch '{name}' is neither a FLOP model nor one flop-convert takes")
+    cls = found[0]
+    try:
+        model = build_model(state["cfg"]["model"], cls.vocab_size_from_state(state["model"]))
+        model.load_state_dict(state["model"], strict=True)
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: "
+                              f"{str(e).splitlines()[0]}")
+    model.eval()
+    return state, model, cls.dense_prunable_tensors(model)

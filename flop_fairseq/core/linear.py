@@ -1,4 +1,5 @@
-"""FLOP's generic factorization of a linear layer: ``W = P diag(z) Q``."""
+"""FLOP's generic factorization of a linear layer, ``W = P diag(z) Q``: the gated form
+trained with the Lagrangian and the compact form it becomes."""
 
 from typing import Optional
 
@@ -10,12 +11,32 @@ from .gated_module import Count, GatedModule
 from .hard_concrete import HardConcrete
 
 
-def low_rank_linear(in_features: int, out_features: int, rank: int, bias: bool) -> nn.Sequential:
-    """The compact form of a factorized layer: ``Linear(in, rank)`` then ``Linear(rank, out)``."""
-    return nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+class LowRankLinear(nn.Sequential):
+    """The compact form of a pruned :class:`GatedLowRankLinear`: ``Linear(in, k, bias=False)``
+    then ``Linear(k, out)``, ``k`` the kept rank. A ``Sequential`` so that its state-dict
+    keys (``0.weight``, ``1.weight``, ``1.bias``) are those of every earlier compact checkpoint."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+
+    @property
+    def in_features(self) -> int:
+        return self[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self[1].out_features
+
+    @property
+    def rank(self) -> int:
+        return self[0].out_features
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self[1].bias
 
 
-class FactorizedLinear(GatedModule):
+class GatedLowRankLinear(GatedModule):
     """``y = x Q^T diag(z) P^T + b``: a linear layer as a product of rank ``r`` with a gate per component.
 
     Shapes: ``P`` (``left``) is ``(out_features, r)``, ``Q`` (``right``) is
@@ -53,27 +74,41 @@ class FactorizedLinear(GatedModule):
         nn.init.normal_(self.right, std=(1.0 / (3.0 * max(rank, 1))) ** 0.25 / in_features ** 0.25)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, rank: Optional[int] = None, **kwargs) -> "FactorizedLinear":
+    def from_dense(cls, linear: nn.Linear, rank: Optional[int] = None, **kwargs) -> "GatedLowRankLinear":
         """SVD initialisation ``W = U S V^T``, ``P = U S^1/2``, ``Q = S^1/2 V^T``.
 
         Components are ordered by singular value; at full rank (the default,
         ``min(in, out)``) ``P Q`` reconstructs ``W`` exactly (to float precision).
         """
-        weight = linear.weight.detach()
         module = cls(linear.in_features, linear.out_features, rank, linear.bias is not None, **kwargs)
-        u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-        r = module.rank
-        root = s[:r].sqrt()
-        with torch.no_grad():
-            module.left.copy_(u[:, :r] * root)
-            module.right.copy_(root[:, None] * vh[:r])
-            if linear.bias is not None:
-                module.bias.copy_(linear.bias.detach())
+        module.init_from_dense(linear.weight, linear.bias)
         return module
+
+    @torch.no_grad()
+    def init_from_dense(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> float:
+        """Sets ``P``, ``Q`` (and ``b``) from the SVD of ``weight`` (``(out, in)``), in place.
+
+        Returns the relative Frobenius error of the truncation to this module's rank
+        (0 at full rank).
+        """
+        u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+        r = self.rank
+        root = s[:r].sqrt()
+        self.left.copy_((u[:, :r] * root).to(self.left.dtype))
+        self.right.copy_((root[:, None] * vh[:r]).to(self.right.dtype))
+        if bias is not None and self.bias is not None:
+            self.bias.copy_(bias.detach())
+        total = s.pow(2).sum()
+        return float((s[r:].pow(2).sum() / total).sqrt()) if total > 0 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.gate()
-        return F.linear(F.linear(x, self.right * z[:, None]), self.left, self.bias)
+        active = self.active_components(z)
+        if active is None:
+            return F.linear(F.linear(x, self.right * z[:, None]), self.left, self.bias)
+        # training gets cheaper as it prunes: only the components whose sampled gate is non-zero
+        right = self.right.index_select(0, active) * z.index_select(0, active)[:, None]
+        return F.linear(F.linear(x, right), self.left.index_select(1, active), self.bias)
 
     def dense_params(self) -> int:
         return self.in_features * self.out_features
@@ -88,24 +123,13 @@ class FactorizedLinear(GatedModule):
             return factorized + (factorized.detach().clamp(max=dense) - factorized.detach())
         return min(factorized, dense)
 
-    def _bias_params(self) -> int:
+    def unpruned_params(self) -> int:
         return 0 if self.bias is None else self.bias.numel()
-
-    def expected_params(self) -> torch.Tensor:
-        """Expected parameter count of the compact form, bias included (differentiable)."""
-        return self.expected_prunable_params() + self._bias_params()
-
-    def exact_params(self) -> int:
-        """Parameter count of :meth:`compact`'s result, bias included."""
-        return self.remaining_prunable_params() + self._bias_params()
 
     @torch.no_grad()
     def compact(self) -> nn.Module:
-        """Plain modules computing the eval-mode function with pruned components removed.
-
-        Returns an ``nn.Linear`` when the dense matrix is smaller, else
-        ``Sequential(Linear(in, k, bias=False), Linear(k, out))``.
-        """
+        """Plain modules computing the eval-mode function with pruned components removed:
+        an ``nn.Linear`` when the dense matrix is smaller, else a :class:`LowRankLinear`."""
         z = self.gate.deterministic()
         keep = torch.nonzero(z, as_tuple=True)[0]
         right = self.right[keep] * z[keep, None]
@@ -115,11 +139,11 @@ class FactorizedLinear(GatedModule):
             out = nn.Linear(self.in_features, self.out_features, bias=has_bias)
             out.weight.copy_(left @ right)
         else:
-            out = low_rank_linear(self.in_features, self.out_features, len(keep), has_bias)
+            out = LowRankLinear(self.in_features, self.out_features, len(keep), has_bias)
             out[0].weight.copy_(right)
             out[1].weight.copy_(left)
         if has_bias:
-            (out if isinstance(out, nn.Linear) else out[1]).bias.copy_(self.bias)
+            out.bias.copy_(self.bias)
         return out.to(self.left.dtype)
 
     def extra_repr(self) -> str:

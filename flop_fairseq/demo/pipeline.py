@@ -6,7 +6,7 @@ fairseq-train --criterion flop_adaptive_loss to the target sparsity -> flop-comp
 fairseq-eval-lm on the dense and the compact model. Ends with a table and a PNG of
 the kept rank per band and of the expected/target sparsity over updates.
 
-``python -m flop_fairseq.demo [--data DATA_BIN] [--workdir demo_run] [--target 0.5]``
+``python -m flop_fairseq.demo [--data DATA_BIN] [--workdir demo_run] [--target 0.5]`` (or ``flop-demo``)
 """
 
 import argparse
@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 
-from .fairseq_log import log_fields, parse_eval_lm
+from ..plugin import user_dir_path
+from ..tools.fairseq_log import log_fields, parse_eval_lm
+from ..tools.report import draw_kept_ranks, save_figure
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
@@ -39,7 +40,7 @@ def run(step: str, cmd, log_path: str, show=None) -> str:
     out = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                       text=True, env=env, cwd=REPO) as proc:
+                                                       text=True, env=env) as proc:
         for line in proc.stdout:
             log.write(line)
             out.append(line)
@@ -69,7 +70,7 @@ def show_train(line: str):
 
 def eval_lm(data_bin: str, path: str, log_path: str, tokens_per_sample: int):
     out = run(f"fairseq-eval-lm {os.path.basename(path)}",
-              [_tool("fairseq-eval-lm"), data_bin, "--user-dir", os.path.join(REPO, "user_dir"), "--path", path,
+              [_tool("fairseq-eval-lm"), data_bin, "--user-dir", user_dir_path(), "--path", path,
                "--gen-subset", "test", "--tokens-per-sample", tokens_per_sample, "--max-tokens", 4096,
                "--context-window", tokens_per_sample // 2, "--cpu"],
               log_path, show=lambda l: l.split("| ")[-1].strip() if "Perplexity" in l or "tokens/s" in l else None)
@@ -103,16 +104,8 @@ def plot(report: dict, schedule, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    bands = report["bands"]
-    x = range(len(bands))
-    a.bar(x, [r["rank"] for r in bands], color="#d0d7e2", label="rank before")
-    a.bar(x, [r["kept"] for r in bands], color="#2f6db5", label="kept rank")
-    for i, r in enumerate(bands):
-        a.text(i, r["kept"], str(r["kept"]), ha="center", va="bottom", fontsize=9)
-    a.set_xticks(list(x), [f"band {r['band']}\n[{r['vocab'][0]}, {r['vocab'][1]})" for r in bands], fontsize=8)
-    a.set_ylabel("rank")
+    draw_kept_ranks(a, report["bands"])
     a.set_title("kept rank per band")
-    a.legend(fontsize=8)
     if schedule:
         u, t, e, h = zip(*schedule)
         b.plot(u, t, "k--", label="target t")
@@ -122,9 +115,7 @@ def plot(report: dict, schedule, path: str) -> None:
     b.set_ylabel("sparsity of the prunable parameters")
     b.set_title("FLOP sparsity over training")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def dictionary_size(data_bin: str) -> int:
@@ -135,8 +126,8 @@ def dictionary_size(data_bin: str) -> int:
 def main(argv=None):
     p = argparse.ArgumentParser(prog="flop-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="a fairseq-preprocessed language-modeling directory (default: generate one)")
-    p.add_argument("--workdir", default=os.path.join(REPO, "demo_run"), help="where everything is written")
-    p.add_argument("--target", type=float, default=0.5, help="target sparsity of the embedding parameters")
+    p.add_argument("--workdir", default="demo_run", help="where everything is written (default ./demo_run)")
+    p.add_argument("--target", type=float, default=0.5, help="target sparsity of the band parameters")
     p.add_argument("--dense-updates", type=int, default=350, help="dense pre-training updates")
     p.add_argument("--prune-updates", type=int, default=300, help="FLOP pruning updates")
     p.add_argument("--eval-repeats", type=int, default=3, help="fairseq-eval-lm passes per model (median tokens/s)")
@@ -145,7 +136,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.data and not os.path.isfile(os.path.join(args.data, "dict.txt")):
         p.error(f"--data {args.data}: not a fairseq-preprocessed directory (no dict.txt); "
-                "run scripts/preprocess-lm-data.sh first")
+                "binarize your text with fairseq-preprocess --only-source first")
     if not 0.0 < args.target < 1.0:
         p.error("--target must be in (0, 1)")
     for flag in ("dense_updates", "prune_updates", "eval_repeats"):
@@ -178,9 +169,12 @@ def main(argv=None):
         print(f"   {stats['num_types']} types, {stats['train_tokens']:,} training tokens; reference test ppl: "
               f"unigram {stats['unigram_ppl']:.0f}, generating process {stats['model_ppl']:.0f}", flush=True)
         data_bin = os.path.join(work, "data-bin")
-        run("fairseq-preprocess", ["bash", os.path.join(REPO, "scripts", "preprocess-lm-data.sh"),
-                                   os.path.join(work, "raw"), data_bin], os.path.join(logs, "preprocess.log"),
-            show=lambda l: l.strip() if l.startswith("preprocess:") else None)
+        raw = os.path.join(work, "raw")
+        run("fairseq-preprocess", [_tool("fairseq-preprocess"), "--only-source", "--trainpref",
+                                   os.path.join(raw, "train.txt"), "--validpref", os.path.join(raw, "valid.txt"),
+                                   "--testpref", os.path.join(raw, "test.txt"), "--destdir", data_bin,
+                                   "--workers", 1], os.path.join(logs, "preprocess.log"),
+            show=lambda l: l.split("| ")[-1].strip() if "[None]" in l and "types" in l else None)
     vocab = dictionary_size(data_bin)
     cut = ",".join(map(str, cutoffs_for(vocab)))
     tps = 128
@@ -212,7 +206,7 @@ def main(argv=None):
         os.path.join(logs, "convert.log"), show=lambda l: l.strip())
     warmup = args.prune_updates * 2 // 5
     prune_log = run(f"fairseq-train: FLOP pruning to sparsity {args.target}",
-                    [_tool("fairseq-train"), *common, "--user-dir", os.path.join(REPO, "user_dir"),
+                    [_tool("fairseq-train"), *common, "--user-dir", user_dir_path(),
                      "--arch", "flop_transformer_lm", *model, "--criterion", "flop_adaptive_loss",
                      "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup,
                      "--lr", 0.003,
@@ -235,30 +229,21 @@ def main(argv=None):
     dense_ppl, dense_speed = evals["dense"][0][0], statistics.median(s for _, s in evals["dense"])
     small_ppl, small_speed = evals["compact"][0][0], statistics.median(s for _, s in evals["compact"])
 
-    import torch
+    from ..tools.checkpoint import quiet_logging
+    from ..tools.checkpoint_counts import checkpoint_counts
 
-    def counts(path):
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-        seen, total, emb = set(), 0, 0
-        for k, v in state.items():
-            if not v.is_floating_point() or v.dim() == 0 or "version" in k or "_float_tensor" in k:
-                continue
-            if v.data_ptr() in seen:
-                continue
-            seen.add(v.data_ptr())
-            total += v.numel()
-            if ".embed_tokens." in k or ".adaptive_softmax." in k:
-                emb += v.numel()
-        return total, emb
-
-    (d_total, d_emb), (c_total, c_emb) = counts(dense), counts(compact)
+    quiet_logging()
+    dense_counts, compact_counts = checkpoint_counts(dense), checkpoint_counts(compact)
+    # the names of flop_fairseq.core.counting: the whole model, and its (remaining) band matrices
+    d_total, d_band = dense_counts["total_params"], dense_counts["remaining_band_params"]
+    c_total, c_band = compact_counts["total_params"], compact_counts["remaining_band_params"]
     png = os.path.join(work, "flop_demo.png")
     plot(report, parse_schedule(prune_log), png)
     n, m = args.dense_updates, args.prune_updates
     rows = [("", "dense", "FLOP compact", "dense"),
             ("updates", f"{n}", f"{n} + {m} FLOP", f"{n + m}"),
-            ("parameters", f"{d_total:,}", f"{c_total:,}", f"{d_total:,}"),
-            ("embedding parameters", f"{d_emb:,}", f"{c_emb:,}", f"{d_emb:,}"),
+            ("parameters (total_params)", f"{d_total:,}", f"{c_total:,}", f"{d_total:,}"),
+            ("band parameters", f"{d_band:,}", f"{c_band:,}", f"{d_band:,}"),
             ("test perplexity", f"{dense_ppl:.2f}", f"{small_ppl:.2f}", f"{dense_long_ppl:.2f}"),
             (f"eval tokens/s (median of {args.eval_repeats})", f"{dense_speed:,.0f}", f"{small_speed:,.0f}", "")]
     print(f"\n== result (target sparsity {args.target}, hard sparsity {report['sparsity']:.3f}, "
@@ -268,9 +253,9 @@ def main(argv=None):
     with open(os.path.join(work, "result.json"), "w") as f:
         json.dump({"target": args.target, "hard_sparsity": report["sparsity"],
                    "kept_ranks": [b["kept"] for b in report["bands"]], "ranks": [b["rank"] for b in report["bands"]],
-                   "dense": {"updates": n, "params": d_total, "embedding_params": d_emb, "test_ppl": dense_ppl,
+                   "dense": {"updates": n, "total_params": d_total, "band_params": d_band, "test_ppl": dense_ppl,
                              "eval_tokens_per_s": dense_speed},
-                   "compact": {"updates": n + m, "params": c_total, "embedding_params": c_emb,
+                   "compact": {"updates": n + m, "total_params": c_total, "band_params": c_band,
                                "test_ppl": small_ppl, "eval_tokens_per_s": small_speed},
                    "dense_same_updates": {"updates": n + m, "test_ppl": dense_long_ppl}}, f, indent=1)
     print(f"\npicture: {png}")

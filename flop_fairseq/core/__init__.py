@@ -1,0 +1,41 @@
+"""FLOP's core, plain PyTorch (no fairseq import anywhere below this folder).
+
+- :mod:`.hard_concrete`: the gates ``z`` (L0 relaxation);
+- :mod:`.gated_module`: the interface of a gated low-rank group;
+- :mod:`.linear`: ``W = P diag(z) Q`` for a linear layer, gated and compact;
+- :mod:`.band`: one adaptive band ``A diag(z) B^T``, gated and compact;
+- :mod:`.svd`: SVD initialisation of bands from dense adaptive weights;
+- :mod:`.adaptive`: adaptive input and adaptive softmax over bands;
+- :mod:`.prunable_model`: how a model lists what it prunes;
+- :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
+- :mod:`.counting`: the one parameter counter and sparsity statistics;
+- :mod:`.compaction`: gated model -> physically smaller model, and loading either.
+"""
+
+from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff
+from .band import GatedLowRankBand, LowRankBand
+from .compaction import compact_model, match_structure
+from .counting import (
+    ParamCounts,
+    SparsityStats,
+    band_rows,
+    count_params,
+    expected_sparsity,
+    gated_modules,
+    gates_bypassed,
+    layer_rows,
+    sparsity_stats,
+)
+from .gated_module import GatedModule
+from .hard_concrete import HardConcrete
+from .lagrangian import AugmentedLagrangian
+from .linear import GatedLowRankLinear, LowRankLinear
+from .prunable_model import BandSlot, PrunableModel, band_slots
+
+__all__ = [
+    "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
+    "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
+    "PrunableModel", "SparsityStats", "band_rows", "band_slices", "band_slots", "compact_model",
+    "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows",
+    "match_structure", "sparsity_stats",
+]
