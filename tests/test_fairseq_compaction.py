@@ -138,3 +138,17 @@ def test_decoder_layers_convert_prune_and_compact(data_bin, dense_checkpoint, tm
     gated_loss, _ = eval_lm(data_bin, gated)
     small_loss, _ = eval_lm(data_bin, out)
     assert abs(small_loss - gated_loss) / gated_loss < 1e-4
+
+
+def test_layers_converted_below_full_rank(data_bin, dense_checkpoint, tmp_path):
+    init = tmp_path / "quarter.pt"
+    out = run("flop-convert", dense_checkpoint, init, "--flop-decoder-layers", "--layer-rank-ratio", "0.25").stdout
+    error = float(out.split("truncation error ")[1].split(")")[0])
+    assert 0.0 < error < 1.0
+    rep = report_json(init)
+    # rank 32 of 128 in every matrix: (in + out) * 32 < in * out, so the factors are already smaller
+    assert [m["rank"] for m in rep["layers"]["per_matrix"]] == [32] * 12
+    assert rep["layers"]["params_after"] == 2 * (4 * (256 * 32) + 2 * (384 * 32))
+    assert eval_lm(data_bin, init)[1] > 1.0
+    proc = run("flop-convert", dense_checkpoint, tmp_path / "x.pt", "--layer-rank-ratio", "0.5", check=False)
+    assert proc.returncode == 2 and "needs --flop-decoder-layers" in proc.stderr

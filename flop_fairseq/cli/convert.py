@@ -21,19 +21,29 @@ def main(argv=None):
     parser.add_argument("--init-keep-prob", type=float, default=None,
                         help="initial keep probability P(z > 0) of each gate (default max(0.99, 1 - 0.45/rank): "
                              "the eval mask starts at exactly 1; lower values start pruning sooner)")
+    parser.add_argument("--layer-rank-ratio", type=float, default=1.0,
+                        help="with --flop-decoder-layers: keep this fraction of each layer matrix's rank (the top "
+                             "singular components; default 1, the exact dense function)")
     args = parser.parse_args(argv)
     quiet_logging()
     if args.init_keep_prob is not None and not 0.0 < args.init_keep_prob < 1.0:
         parser.error("--init-keep-prob must be in (0, 1)")
+    if not 0.0 < args.layer_rank_ratio <= 1.0:
+        parser.error("--layer-rank-ratio must be in (0, 1]")
+    if args.layer_rank_ratio < 1.0 and not args.flop_decoder_layers:
+        parser.error("--layer-rank-ratio needs --flop-decoder-layers")
     from ..tools.convert import convert
 
     try:
-        res = convert(args.dense, args.output, args.flop_decoder_layers, args.init_keep_prob)
+        res = convert(args.dense, args.output, args.flop_decoder_layers, args.init_keep_prob,
+                      layer_rank_ratio=args.layer_rank_ratio)
     except CheckpointError as e:
         sys.exit(f"flop-convert: error: {e}")
     c = res["counts"]
     print(f"flop-convert: function check: max |log p(dense) - log p(FLOP, gates bypassed)| = "
-          f"{res['max_logprob_diff']:.2e}")
+          f"{res['max_logprob_diff']:.2e}" + (
+              f" (layer matrices truncated to rank ratio {args.layer_rank_ratio:g}: largest relative SVD "
+              f"truncation error {res['max_truncation_error']:.3f})" if args.layer_rank_ratio < 1.0 else ""))
     print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
           f"{res['groups']} gated groups, prunable_params {c.prunable_params:,} (band_params {c.band_params:,}), "
           f"total_params {c.total_params:,}, stored_params {c.stored_params:,} (with full-rank factors and gates)")

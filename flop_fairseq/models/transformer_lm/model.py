@@ -2,6 +2,7 @@
 and, optionally, FLOP-factorized decoder layers."""
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -53,6 +54,13 @@ class FlopTransformerLanguageModelConfig(TransformerLanguageModelConfig):
     )
     flop_temperature: float = field(
         default=2.0 / 3.0, metadata={"help": "temperature beta of the hard-concrete gates"}
+    )
+    flop_layer_rank_ratio: float = field(
+        default=1.0,
+        metadata={"help": "with --flop-decoder-layers: the rank of each factorized matrix as a fraction of "
+                          "min(in, out) (1: full rank, the dense function; below 0.5 the factors cost less "
+                          "than the dense matrix from the first update; flop-convert reports the SVD "
+                          "truncation error)"},
     )
 
 
@@ -126,7 +134,8 @@ class FlopTransformerDecoder(TransformerDecoder):
         # lacks the FLOP options, so they are handed over here
         self._flop_output = (output_bands, output_cutoff)
         self._flop_layers = (
-            safe_getattr(args, "flop_decoder_layers", False), args.flop_init_keep_prob, args.flop_temperature
+            safe_getattr(args, "flop_decoder_layers", False), args.flop_init_keep_prob, args.flop_temperature,
+            args.flop_layer_rank_ratio,
         )
         super().__init__(args, dictionary, embed_tokens, no_encoder_attn=True)
         del self._flop_output, self._flop_layers
@@ -139,23 +148,25 @@ class FlopTransformerDecoder(TransformerDecoder):
 
     def build_decoder_layer(self, args, no_encoder_attn=False):
         layer = super().build_decoder_layer(args, no_encoder_attn)
-        enabled, init_keep_prob, temperature = self._flop_layers
+        enabled, init_keep_prob, temperature, rank_ratio = self._flop_layers
         if enabled:
-            factorize_layer(layer, init_keep_prob, temperature)
+            factorize_layer(layer, init_keep_prob, temperature, rank_ratio)
         return layer
 
 
-def factorize_layer(layer: nn.Module, init_keep_prob: float, temperature: float) -> None:
-    """In place: the attention and FFN ``nn.Linear`` of ``layer`` become full-rank
-    :class:`GatedLowRankLinear`, randomly initialised with a dense layer's variance: no SVD
-    here, since the weights are either trained from scratch or loaded (``flop-convert``
-    computes the SVD of the dense model's weights once)."""
+def factorize_layer(layer: nn.Module, init_keep_prob: float, temperature: float, rank_ratio: float = 1.0) -> None:
+    """In place: the attention and FFN ``nn.Linear`` of ``layer`` become
+    :class:`GatedLowRankLinear` of rank ``ceil(rank_ratio * min(in, out))``, randomly
+    initialised with a dense layer's variance: no SVD here, since the weights are either
+    trained from scratch or loaded (``flop-convert`` computes the SVD of the dense model's
+    weights once)."""
     for path in LAYER_MATRICES:
         parent_path, attr = path.rsplit(".", 1) if "." in path else ("", path)
         parent = layer.get_submodule(parent_path) if parent_path else layer
         dense = getattr(parent, attr)
+        rank = max(1, math.ceil(rank_ratio * min(dense.in_features, dense.out_features)))
         setattr(parent, attr, GatedLowRankLinear(
-            dense.in_features, dense.out_features, bias=dense.bias is not None,
+            dense.in_features, dense.out_features, rank=rank, bias=dense.bias is not None,
             init_keep_prob=init_keep_prob, temperature=temperature,
         ).to(dense.weight.dtype))
     # fairseq's fused attention path reads q_proj.weight etc.; factorized projections have none
@@ -240,6 +251,9 @@ def _flop_defaults(args):
     args.flop_decoder_layers = safe_getattr(args, "flop_decoder_layers", False)
     args.flop_init_keep_prob = safe_getattr(args, "flop_init_keep_prob", None)
     args.flop_temperature = safe_getattr(args, "flop_temperature", 2.0 / 3.0)
+    args.flop_layer_rank_ratio = safe_getattr(args, "flop_layer_rank_ratio", 1.0)
+    if not 0.0 < args.flop_layer_rank_ratio <= 1.0:
+        raise ValueError(f"--flop-layer-rank-ratio must be in (0, 1], got {args.flop_layer_rank_ratio}")
     # adaptive input/softmax are what FLOP prunes: on by default
     args.adaptive_input = safe_getattr(args, "adaptive_input", True)
 
