@@ -22,20 +22,33 @@ class CheckpointError(Exception):
 
 
 def load_checkpoint(path: str) -> dict:
-    """fairseq's ``load_checkpoint_to_cpu`` (which upgrades old ``args`` checkpoints to ``cfg``),
-    with one-line errors for a missing, truncated or foreign file."""
+    """A fairseq checkpoint read with ``torch.load(weights_only=True)`` whatever the torch version
+    (a file that would run code when unpickled is refused, not executed), then upgraded as
+    fairseq's ``load_checkpoint_to_cpu`` does (old ``args`` checkpoints get a ``cfg``).
+    One-line errors for a missing, truncated or foreign file."""
+    import warnings
+
     from fairseq import checkpoint_utils
+    from omegaconf import OmegaConf
 
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except Exception as e:  # torch raises many types for damaged files
+        with warnings.catch_warnings():  # torch warns about pickle protocols on the way to its error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or unsafe files
+        first = str(e).splitlines()[0] if str(e) else ""
+        if "weights only" in first.lower():
+            raise CheckpointError(f"{path}: not loaded: corrupt, or it holds Python objects other than "
+                                  "tensors and plain containers, which could run code (refused, not executed)")
         raise CheckpointError(f"{path}: not a readable fairseq checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    if not isinstance(state, dict) or "model" not in state or state.get("cfg") is None:
+                              f"{type(e).__name__}: {first}")
+    if not isinstance(state, dict) or "model" not in state or (state.get("cfg") is None and state.get("args") is None):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' and 'cfg' entries)")
-    return state
+    if state.get("cfg") is not None:
+        state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
+    return checkpoint_utils._upgrade_state_dict(state)
 
 
 def model_name(cfg_model) -> str:
@@ -79,14 +92,19 @@ def save_checkpoint_atomic(state: dict, path: str, source: str) -> int:
     out_dir = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(out_dir):
         raise CheckpointError(f"{out_dir}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=out_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=out_dir)
+    except OSError as e:
+        raise CheckpointError(f"{out_dir}: cannot write the output there ({e.strerror})")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"{path}: cannot write the output ({e.strerror}); nothing was written")
         raise
     return os.path.getsize(path)
 

@@ -48,7 +48,7 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
     try:
         flop = build_model(flop_cfg, num_words)
         init = flop.init_from_dense(dense, cfg_model)
-    except (ValueError, AssertionError) as e:
+    except (ValueError, AssertionError, SystemExit) as e:  # the model refuses its settings with SystemExit
         raise CheckpointError(f"{dense_path}: cannot build the FLOP model: {e}")
 
     with gates_bypassed(flop):

@@ -222,6 +222,13 @@ class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
 
     @classmethod
     def build_model(cls, args, task):
+        try:
+            return cls._build(args, task)
+        except ValueError as e:  # a setting that cannot work: one line, before any training
+            raise SystemExit(f"flop_transformer_lm: {e}")
+
+    @classmethod
+    def _build(cls, args, task):
         _flop_defaults(args)
         if safe_getattr(args, "decoder_layers_to_keep", None):
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
@@ -243,6 +250,10 @@ class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
         return model
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        words, types = len(self.decoder.dictionary), dense.vocab_size_from_state(state_dict)
+        if words != types:
+            raise SystemExit(f"flop_transformer_lm: the checkpoint was trained with {types:,} types, this "
+                             f"dictionary has {words:,}: give the data directory (dict.txt) it was trained on")
         match_structure(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 

@@ -1,0 +1,155 @@
+"""Every tool refuses bad input before any work: one line on stderr naming the problem, a
+non-zero exit, no traceback, nothing written. One table; a new case is one line."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from conftest import run
+
+SENTINEL = "/tmp/flop_fairseq_test_unpickled_code_ran"
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a hostile checkpoint would do."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {SENTINEL}",))
+
+
+def _inputs(tmp, dense, gated, compact):
+    """name -> path of each kind of input."""
+    files = {"dense": dense, "gated": gated, "compact": compact, "missing": str(tmp / "missing.pt")}
+    (tmp / "empty.pt").write_bytes(b"")
+    (tmp / "text.pt").write_text("this is not a checkpoint\n")
+    (tmp / "random.pt").write_bytes(os.urandom(4096))
+    with open(gated, "rb") as f:
+        (tmp / "truncated.pt").write_bytes(f.read()[: os.path.getsize(gated) // 2])
+    torch.save({"weights": torch.zeros(3)}, tmp / "foreign.pt")
+    for protocol in (2, 4):
+        with open(tmp / f"code{protocol}.pt", "wb") as f:
+            pickle.dump({"model": _RunsCode(), "cfg": {}}, f, protocol=protocol)
+    files.update({k: str(tmp / f"{k}.pt") for k in ("empty", "text", "random", "truncated", "foreign", "code2",
+                                                     "code4")})
+    return files
+
+
+# (tool, input, what stderr names)
+CASES = [(tool, name, needle) for tool in ("flop-convert", "flop-compact", "flop-report") for name, needle in (
+    ("missing", "no such checkpoint file"),
+    ("empty", "not a readable fairseq checkpoint"),
+    ("text", "not a readable fairseq checkpoint"),
+    ("truncated", "not a readable fairseq checkpoint"),
+    ("random", "not loaded"),
+    ("foreign", "not a fairseq checkpoint"),
+    ("code2", "not loaded"),
+    ("code4", "not loaded"),
+)] + [
+    ("flop-compact", "dense", "not a FLOP model"),
+    ("flop-report", "dense", "not a FLOP model"),
+    ("flop-compact", "compact", "already compact"),
+    ("flop-convert", "gated", "already a FLOP checkpoint"),
+    ("flop-convert", "compact", "already a FLOP checkpoint"),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(dense_checkpoint, pruned, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    compact = tmp / "compact.pt"
+    run("flop-compact", pruned[0], compact)
+    return _inputs(tmp, dense_checkpoint, pruned[0], str(compact))
+
+
+@pytest.mark.parametrize("tool,name,needle", CASES, ids=[f"{t}-{n}" for t, n, _ in CASES])
+def test_bad_input_is_refused_in_one_line(inputs, tmp_path, tool, name, needle):
+    if os.path.exists(SENTINEL):
+        os.unlink(SENTINEL)
+    out = tmp_path / "out.pt"
+    args = [inputs[name]] + ([] if tool == "flop-report" else [out])
+    proc = run(tool, *args, check=False)
+    assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+    assert not os.path.exists(SENTINEL), "unpickling ran code"
+
+
+@pytest.mark.parametrize("tool", ["flop-convert", "flop-compact"])
+def test_output_in_a_missing_directory_is_refused(inputs, tmp_path, tool):
+    src = inputs["dense" if tool == "flop-convert" else "gated"]
+    proc = run(tool, src, tmp_path / "no" / "such" / "dir" / "out.pt", check=False)
+    assert proc.returncode != 0 and "output directory does not exist" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compacting_twice_gives_identical_tensors(inputs, tmp_path):
+    for name in ("a.pt", "b.pt"):
+        run("flop-compact", inputs["gated"], tmp_path / name)
+    a, b = (torch.load(tmp_path / n, weights_only=True)["model"] for n in ("a.pt", "b.pt"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def _train_args(data_bin, save, **changes):
+    """The suite's FLOP training command with flags replaced (value None drops a flag)."""
+    from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR
+
+    flags, model = {}, list(MODEL_ARGS)
+    i = 0
+    while i < len(model):  # flag -> value ('' for a switch)
+        has_value = i + 1 < len(model) and not model[i + 1].startswith("--")
+        flags[model[i]] = model[i + 1] if has_value else ""
+        i += 2 if has_value else 1
+    flags.update({"--criterion": "flop_adaptive_loss", "--target-sparsity": "0.5"})
+    flags.update(changes)
+    args = [data_bin, *TRAIN_ARGS, "--user-dir", USER_DIR, "--arch", "flop_transformer_lm", "--max-update", "1",
+            "--save-dir", save]
+    for k, v in flags.items():
+        if v is not None:
+            args += [k] + ([v] if v else [])
+    return args
+
+
+# (what is changed, what the last line of fairseq-train's output names)
+TRAIN_CASES = [
+    ({"--target-sparsity": "1.0"}, "--target-sparsity must be in [0, 1)"),
+    ({"--target-sparsity": "-0.1"}, "--target-sparsity must be in [0, 1)"),
+    ({"--adaptive-input-cutoff": "1500,500", "--adaptive-softmax-cutoff": "1500,500"}, "must be increasing"),
+    ({"--adaptive-input-cutoff": "500,99999", "--adaptive-softmax-cutoff": "500,99999"}, "larger than the vocabulary"),
+    ({"--decoder-output-dim": "64"}, "--tie-adaptive-weights needs"),
+    ({"--adaptive-softmax-cutoff": None}, "set --adaptive-input with --adaptive-input-cutoff"),
+    ({"--flop-layer-rank-ratio": "1.5", "--flop-decoder-layers": ""}, "--flop-layer-rank-ratio must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("changes,needle", TRAIN_CASES, ids=[str(i) for i in range(len(TRAIN_CASES))])
+def test_fairseq_train_refuses_bad_settings_in_one_line(data_bin, tmp_path, changes, needle):
+    proc = run("fairseq-train", *_train_args(data_bin, tmp_path / "ckpt", **changes), check=False)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert needle in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_eval_lm_with_another_dictionary_says_so(inputs, tmp_path, data_bin):
+    import shutil
+
+    other = tmp_path / "bin"
+    shutil.copytree(data_bin, other)
+    with open(other / "dict.txt", "a") as f:
+        f.write("zzzextraword 1\n")
+    proc = run("fairseq-eval-lm", other, "--user-dir", f"{os.path.dirname(os.path.dirname(__file__))}/user_dir",
+               "--path", inputs["compact"], "--cpu", "--gen-subset", "test", check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "this dictionary has" in last and "Traceback" not in proc.stderr, last
+
+
+def test_eval_lm_without_user_dir_fails_as_the_readme_says(inputs, data_bin):
+    """fairseq itself answers here, before our code is imported: the README quotes its last line."""
+    proc = run("fairseq-eval-lm", data_bin, "--path", inputs["compact"], "--cpu", "--gen-subset", "test",
+               check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == "KeyError: \"'_name'\"", \
+        proc.stderr[-2000:]
