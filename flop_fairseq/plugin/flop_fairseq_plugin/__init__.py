@@ -4,3 +4,6 @@ presets) and the ``flop_adaptive_loss`` criterion. Find its path with ``flop-use
 
 import flop_fairseq.criterions  # noqa: F401
 import flop_fairseq.models  # noqa: F401
+from flop_fairseq.plugin import safe_checkpoints
+
+safe_checkpoints.install()
