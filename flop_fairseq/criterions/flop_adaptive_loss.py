@@ -9,6 +9,7 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from ..core import GatedModule, expected_sparsity, gated_modules, sparsity_stats
+from .replicas import check_replicas
 
 
 @dataclass
@@ -38,6 +39,11 @@ class FlopAdaptiveLossConfig(AdaptiveLossConfig):
         metadata={"help": "initial lambda_2, the weight of the quadratic term (s - t)^2: the pull back "
                           "towards the target that keeps the sparsity from overshooting it"},
     )
+    check_replicas: bool = field(
+        default=False,
+        metadata={"help": "in a multi-process run, compare a fingerprint of every parameter, gate and "
+                          "multiplier across ranks before each update and stop if they differ"},
+    )
     lr: List[float] = II("optimization.lr")
 
 
@@ -55,8 +61,10 @@ class FlopAdaptiveLoss(AdaptiveLoss):
     """
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
-                 lambda_lr_scale, lambda2_init=50.0, lr=1.0):
+                 lambda_lr_scale, lambda2_init=50.0, lr=1.0, check_replicas=False):
         super().__init__(task, sentence_avg)
+        self.check_replicas = check_replicas
+        self._checked_update = -1
         self.lambda2_init = lambda2_init
         self.lambda_lr = lambda_lr_scale * lr
         self.target_sparsity = target_sparsity
@@ -81,7 +89,8 @@ class FlopAdaptiveLoss(AdaptiveLoss):
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
-                   cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]))
+                   cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
+                   check_replicas=cfg.check_replicas)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -105,6 +114,9 @@ class FlopAdaptiveLoss(AdaptiveLoss):
         if not model.training:
             return loss, sample_size, logging_output
         lagrangian = model.flop_lagrangian
+        if self.check_replicas and int(lagrangian.num_updates) != self._checked_update:
+            self._checked_update = int(lagrangian.num_updates)  # once per update, at its first forward
+            check_replicas(model, self._checked_update)
         s = expected_sparsity(model)
         penalty = lagrangian(s)
         stats = sparsity_stats(model)
