@@ -683,3 +683,24 @@ def test_fast_path_keeps_outputs_and_gradients(use, closed):
     taken = fast.active_components(z) is not None
     assert taken == (int((z > 0).sum()) <= 0.8 * r)
     assert taken or closed < 14
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_keeps_full_precision_sparsity_and_multipliers(dtype):
+    """What fairseq's --fp16/--bf16 do to the model (.half()/.bfloat16()) reaches neither the
+    multipliers (float64) nor the expected sparsity (float32)."""
+    torch.manual_seed(0)
+    model = SharedBandModel()
+    model.lagrangian = AugmentedLagrangian(0.5, 0, lr=1e-4, lambda_2_init=3.0)
+    set_log_alpha(model.band.gate, torch.linspace(-3, 3, 8))
+    reference = expected_sparsity(model).item()
+    model.to(dtype)
+    assert model.band.emb.dtype == dtype
+    assert model.lagrangian.lambdas.dtype == model.lagrangian.pending.dtype == torch.float64
+    s = expected_sparsity(model)
+    assert s.dtype == torch.float32 and abs(s.item() - reference) < 1e-2
+    penalty = model.lagrangian(s)
+    assert penalty.dtype in (torch.float32, torch.float64) and torch.isfinite(penalty)
+    penalty.backward()
+    assert model.band.gate.log_alpha_raw.grad.dtype == dtype
+    assert torch.isfinite(model.band.gate.log_alpha_raw.grad.float()).all()

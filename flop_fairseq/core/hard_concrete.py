@@ -97,8 +97,13 @@ class HardConcrete(nn.Module):
             self.lr_scale.fill_(lr_scale)
 
     def keep_prob(self) -> torch.Tensor:
-        """``P(z_i > 0)``, shape ``(n,)``, differentiable."""
-        return torch.sigmoid(self.log_alpha - self.temperature * self._log_ratio)
+        """``P(z_i > 0)``, shape ``(n,)``, differentiable; in float32 at least, so that ``E[L0]``
+        (a sum over thousands of gates) and the sparsity the Lagrangian drives keep their
+        precision in an fp16/bf16 model."""
+        log_alpha = self.log_alpha
+        if log_alpha.dtype in (torch.float16, torch.bfloat16):
+            log_alpha = log_alpha.float()
+        return torch.sigmoid(log_alpha - self.temperature * self._log_ratio)
 
     def l0_norm(self) -> torch.Tensor:
         """Expected number of non-zero gates ``E[L0]`` (a differentiable scalar)."""
