@@ -9,7 +9,7 @@ PY="$VENV/bin/python"
 FAIRSEQ_DIST=${FAIRSEQ_DIST:-ve-fairseq==0.12.3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
-key=$(cat setup.py requirements.txt scripts/setup_env.sh | sha256sum | cut -c1-16)
+key=$(cat setup.py requirements.txt requirements-test.txt scripts/setup_env.sh | sha256sum | cut -c1-16)
 stamp="$VENV/.flop-installed-$key"
 [ -f "$stamp" ] && exit 0
 
@@ -28,6 +28,8 @@ echo "torch==$torch_version" > "$constraints"
 
 echo "setup: installing runtime requirements (torch $torch_version pinned)"
 pip install -c "$constraints" -r requirements.txt
+echo "setup: installing test requirements (transformers for the Transformer-XL reference; torch pinned)"
+pip install -c "$constraints" -r requirements-test.txt
 echo "setup: installing $FAIRSEQ_DIST without its declared deps (torchaudio would replace torch)"
 pip install --no-deps "$FAIRSEQ_DIST"
 pip install --no-deps -e .

@@ -153,3 +153,27 @@ def test_eval_lm_without_user_dir_fails_as_the_readme_says(inputs, data_bin):
                check=False)
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == "KeyError: \"'_name'\"", \
         proc.stderr[-2000:]
+
+
+def test_compact_killed_at_any_moment_leaves_no_partial_output(inputs, tmp_path):
+    """SIGKILL at several moments of flop-compact: the output is then absent or complete."""
+    import random
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    out = tmp_path / "compact.pt"
+    reference = None
+    for delay in [0.5, 1.0, 2.0, 3.0] + [random.uniform(0.5, 6.0) for _ in range(2)]:
+        if out.exists():
+            out.unlink()
+        proc = subprocess.Popen([os.path.join(BIN, "flop-compact"), inputs["gated"], str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if out.exists():  # finished before the kill: a complete file
+            state = torch.load(out, weights_only=True)["model"]
+            reference = reference or state
+            assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)

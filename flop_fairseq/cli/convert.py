@@ -14,13 +14,17 @@ def main(argv=None):
         description="Convert a dense fairseq transformer_lm checkpoint with adaptive input/softmax into a "
                     "FLOP checkpoint (flop_transformer_lm*) computing the same function.",
     )
-    parser.add_argument("dense", help="dense fairseq checkpoint (e.g. checkpoints/checkpoint_best.pt)")
+    parser.add_argument("dense", help="dense fairseq checkpoint (e.g. checkpoints/checkpoint_best.pt), or a "
+                                      "HuggingFace Transformer-XL directory (config.json + weights)")
     parser.add_argument("output", help="path of the FLOP checkpoint to write")
     parser.add_argument("--flop-decoder-layers", action="store_true",
                         help="also factorize the attention and FFN matrices of every decoder layer")
     parser.add_argument("--init-keep-prob", type=float, default=None,
                         help="initial keep probability P(z > 0) of each gate (default max(0.99, 1 - 0.45/rank): "
                              "the eval mask starts at exactly 1; lower values start pruning sooner)")
+    parser.add_argument("--dict", default=None,
+                        help="HuggingFace input only: where to write the fairseq dict.txt of its vocabulary "
+                             "(default: dict.txt next to the output)")
     parser.add_argument("--layer-rank-ratio", type=float, default=1.0,
                         help="with --flop-decoder-layers: keep this fraction of each layer matrix's rank (the top "
                              "singular components; default 1, the exact dense function)")
@@ -32,6 +36,10 @@ def main(argv=None):
         parser.error("--layer-rank-ratio must be in (0, 1]")
     if args.layer_rank_ratio < 1.0 and not args.flop_decoder_layers:
         parser.error("--layer-rank-ratio needs --flop-decoder-layers")
+    from ..tools.hf_transfo_xl import is_hf_directory
+
+    if is_hf_directory(args.dense):
+        return _convert_hf(args)
     from ..tools.convert import convert
 
     try:
@@ -47,6 +55,24 @@ def main(argv=None):
     print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
           f"{res['groups']} gated groups, prunable_params {c.prunable_params:,} (band_params {c.band_params:,}), "
           f"total_params {c.total_params:,}, stored_params {c.stored_params:,} (with full-rank factors and gates)")
+
+
+def _convert_hf(args):
+    """A HuggingFace Transformer-XL directory -> flop_transformer_xl checkpoint + fairseq dict.txt."""
+    from ..tools.hf_transfo_xl import convert_hf
+
+    try:
+        res = convert_hf(args.dense, args.output, args.dict, args.init_keep_prob)
+    except CheckpointError as e:
+        sys.exit(f"flop-convert: error: {e}")
+    c = res["counts"]
+    diff = res["max_logprob_diff"]
+    print("flop-convert: function check: " + (
+        "skipped (transformers is not installed)" if diff is None else
+        f"max |log p(HuggingFace) - log p(FLOP, gates bypassed)| = {diff:.2e}"))
+    print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
+          f"{res['groups']} gated groups, prunable_params {c.prunable_params:,}, total_params {c.total_params:,}; "
+          f"{res['dict']} ({res['num_words']:,} words with fairseq's specials, band cutoffs {res['cutoffs']})")
 
 
 if __name__ == "__main__":

@@ -119,10 +119,13 @@ def band_rows(model) -> List[Dict]:
     rows = []
     for slot in model.flop_bands():
         band = slot.module
-        kept = band.kept_rank() if isinstance(band, GatedModule) else band.rank
+        if isinstance(band, GatedModule):  # its own compact cost (a band may compact to a dense form)
+            kept, after = band.kept_rank(), band.remaining_prunable_params()
+        else:
+            kept, after = band.rank, band.rank * band.params_per_component()
         rows.append({"band": slot.index, "side": slot.side, "vocab": list(slot.vocab), "label": slot.label,
                      "rank": int(band.full_rank), "kept": int(kept), "params_before": band.dense_params(),
-                     "params_after": int(kept * band.params_per_component())})
+                     "params_after": int(after)})
     return rows
 
 

@@ -8,8 +8,9 @@ size from a state dict, and how to initialise itself from a dense model.
 from typing import Optional, Type
 
 from .transformer_lm import FlopTransformerLanguageModel
+from .transformer_xl import FlopTransformerXLModel
 
-FLOP_MODELS = (FlopTransformerLanguageModel,)
+FLOP_MODELS = (FlopTransformerLanguageModel, FlopTransformerXLModel)
 
 
 def flop_model_for_arch(arch: str) -> Optional[Type]:

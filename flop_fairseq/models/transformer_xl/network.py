@@ -1,0 +1,119 @@
+"""The Transformer-XL network (Dai et al. 2019) with FLOP bands and factorized layers, in plain
+PyTorch: adaptive embedding, ``n_layer`` relative-attention layers with segment memory, projected
+adaptive softmax. The fairseq model (:mod:`.model`) wraps it."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ...core import complete_cutoff
+from .adaptive import TxlAdaptiveInput, TxlAdaptiveSoftmax
+from .bands import build_bands
+from .layer import PositionalEmbedding, TransformerXLLayer
+from .memory import SegmentMemory, attention_mask, update_memory
+
+
+@dataclass
+class TxlSpec:
+    """Hyper-parameters, with Transformer-XL's (and HuggingFace's ``TransfoXLConfig``) names."""
+
+    vocab_size: int
+    cutoffs: List[int] = field(default_factory=lambda: [20000, 40000, 200000])
+    d_model: int = 410
+    d_embed: Optional[int] = None  # None: d_model
+    n_head: int = 10
+    d_head: int = 41
+    d_inner: int = 2100
+    n_layer: int = 16
+    div_val: int = 1
+    tie_weight: bool = True
+    tie_projs: List[bool] = field(default_factory=lambda: [False, True, True, True])
+    untie_r: bool = False
+    pre_lnorm: bool = False
+    mem_len: int = 0
+    clamp_len: int = -1
+    same_length: bool = False
+    dropout: float = 0.1
+    dropatt: float = 0.0
+    layer_norm_eps: float = 1e-5
+    padding_idx: int = 1
+    init_keep_prob: Optional[float] = None
+    temperature: float = 2.0 / 3.0
+
+    @property
+    def band_cutoff(self) -> List[int]:
+        return complete_cutoff([c for c in self.cutoffs if c < self.vocab_size] or [self.vocab_size],
+                               self.vocab_size)
+
+
+class TransformerXLNetwork(nn.Module):
+    """Token ids ``(B, T)`` -> last hidden states ``(B, T, d_model)``; ``adaptive_softmax`` scores them.
+
+    :meth:`forward_segment` is the pure function of one segment given a memory; :meth:`forward`
+    also reads and updates the memory it carries (``mem_len`` positions per layer, per batch row).
+    """
+
+    def __init__(self, spec: TxlSpec):
+        super().__init__()
+        self.spec = spec
+        self.mem_len, self.clamp_len, self.same_length = spec.mem_len, spec.clamp_len, spec.same_length
+        gate_kw = dict(init_keep_prob=spec.init_keep_prob, temperature=spec.temperature)
+        d_embed = spec.d_embed or spec.d_model
+        cutoff = spec.band_cutoff
+        tie_projs = list(spec.tie_projs) + [spec.tie_projs[-1] if spec.tie_projs else True] * len(cutoff)
+        inputs, outputs = build_bands(cutoff, spec.d_model, d_embed, spec.div_val, spec.tie_weight,
+                                      tie_projs[:len(cutoff)], spec.padding_idx, **gate_kw)
+        self.embed_tokens = TxlAdaptiveInput(inputs, cutoff, spec.d_model, spec.padding_idx)
+        self.adaptive_softmax = TxlAdaptiveSoftmax(outputs, cutoff, spec.d_model)
+        if not spec.untie_r:
+            self.r_w_bias = nn.Parameter(torch.empty(spec.n_head, spec.d_head).normal_(0.0, 0.02))
+            self.r_r_bias = nn.Parameter(torch.empty(spec.n_head, spec.d_head).normal_(0.0, 0.02))
+        else:
+            self.r_w_bias = self.r_r_bias = None
+        self.layers = nn.ModuleList(
+            TransformerXLLayer(spec.n_head, spec.d_model, spec.d_head, spec.d_inner, spec.dropout, spec.dropatt,
+                               spec.pre_lnorm, spec.untie_r, spec.layer_norm_eps, **gate_kw)
+            for _ in range(spec.n_layer))
+        self.pos_emb = PositionalEmbedding(spec.d_model)
+        self.drop = nn.Dropout(spec.dropout)
+        self.memory = SegmentMemory()
+
+    def train(self, mode: bool = True):
+        # a switch between training and evaluation starts a new stream (fairseq calls train()
+        # before every update and eval() before every validation step: only a switch resets)
+        if mode != self.training:
+            self.memory.reset()
+        return super().train(mode)
+
+    def forward_segment(self, tokens: torch.Tensor, mems: Optional[List[torch.Tensor]] = None
+                        ) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+        """``tokens`` ``(qlen, B)`` time-major, ``mems`` (one ``(mlen, B, d)`` per layer, or None) ->
+        (last hidden states ``(qlen, B, d)``, the next memory or None when ``mem_len`` is 0)."""
+        qlen = tokens.size(0)
+        word_emb = self.embed_tokens(tokens)
+        mlen = 0 if mems is None else mems[0].size(0)
+        klen = mlen + qlen
+        mask = attention_mask(qlen, mlen, self.mem_len, self.same_length, tokens.device)
+        pos = torch.arange(klen - 1, -1, -1.0, device=tokens.device, dtype=word_emb.dtype)
+        if self.clamp_len > 0:
+            pos = pos.clamp(max=self.clamp_len)
+        r = self.drop(self.pos_emb(pos))
+        h = self.drop(word_emb)
+        hids = []
+        for i, layer in enumerate(self.layers):
+            hids.append(h)
+            h = layer(h, r, mask, None if mems is None else mems[i], self.r_w_bias, self.r_r_bias)
+        return self.drop(h), update_memory(hids, mems, self.mem_len)
+
+    def forward(self, src_tokens: torch.Tensor) -> torch.Tensor:
+        """``src_tokens`` ``(B, T)`` -> ``(B, T, d_model)``, continuing each row from its memory."""
+        mems = self.memory.get(src_tokens.size(0), self.embed_tokens.bands[0].emb)
+        out, new_mems = self.forward_segment(src_tokens.t(), mems)
+        self.memory.set(new_mems)
+        return out.transpose(0, 1)
+
+    def layer_matrices(self) -> List[Tuple[str, nn.Module]]:
+        return [(f"layers.{i}.{'dec_attn.' if n not in ('fc1', 'fc2') else 'pos_ff.'}{n}", m)
+                for i, layer in enumerate(self.layers) for n, m in layer.matrices()]

@@ -1,0 +1,194 @@
+"""A HuggingFace Transformer-XL directory -> FLOP checkpoint + fairseq ``dict.txt`` (``flop-convert DIR OUT.pt``).
+
+The directory holds ``config.json``, ``model.safetensors`` or ``pytorch_model.bin`` (read as weights
+only: ``safetensors`` or ``torch.load(weights_only=True)``) and, where there is one, the tokenizer's
+vocabulary: ``vocab.pkl`` (a pickle of the tokenizer's whole ``__dict__``: read with
+:class:`_VocabUnpickler`, which builds only plain containers and stubs every other class, so
+nothing in the file runs) or ``vocab.txt`` (one symbol per line).
+
+fairseq's dictionary puts ``<s> <pad> </s> <unk>`` at 0..3; the model's ``<eos>`` becomes ``</s>``
+and its ``<unk>`` ``<unk>``, the two symbols it lacks get probability 0 (:data:`MISSING_LOGIT`),
+and the other words keep their order, so each band's cutoff moves by the same count.
+"""
+
+import collections
+import json
+import os
+import pickle
+from typing import List, Optional, Tuple
+
+import torch
+
+from .checkpoint import CheckpointError, build_model, save_checkpoint_atomic
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def is_hf_directory(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+class _Stub:
+    """Stands for any class the vocabulary pickle names: accepts any arguments and state."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __call__(self, *args, **kwargs):
+        return _Stub()
+
+
+class _VocabUnpickler(pickle.Unpickler):
+    """Builds plain containers only; every other global (``re._compile``, sacremoses, transformers'
+    ``Trie`` and ``AddedToken``, ``copyreg`` helpers) becomes :class:`_Stub`, so no code from the
+    file is imported or run."""
+
+    SAFE = {("collections", "OrderedDict"): collections.OrderedDict,
+            ("collections", "Counter"): collections.Counter,
+            ("builtins", "set"): set, ("builtins", "frozenset"): frozenset}
+
+    def find_class(self, module, name):
+        return self.SAFE.get((module, name), _Stub)
+
+
+def read_vocabulary(directory: str) -> Optional[List[str]]:
+    """The model's symbols by index (the tokenizer's ``idx2sym``), or None without a vocabulary file."""
+    pkl, txt = os.path.join(directory, "vocab.pkl"), os.path.join(directory, "vocab.txt")
+    if os.path.isfile(pkl):
+        with open(pkl, "rb") as f:
+            data = _VocabUnpickler(f).load()
+        if isinstance(data, dict) and isinstance(data.get("idx2sym"), list):
+            return [str(s) for s in data["idx2sym"]]
+        if isinstance(data, dict) and isinstance(data.get("sym2idx"), dict):
+            return [s for s, _ in sorted(data["sym2idx"].items(), key=lambda kv: kv[1])]
+        raise CheckpointError(f"{pkl}: no idx2sym or sym2idx in the tokenizer's vocabulary")
+    if os.path.isfile(txt):
+        with open(txt, encoding="utf-8") as f:
+            return [line.split()[0] for line in f if line.strip()]
+    return None
+
+
+def read_weights(directory: str) -> dict:
+    for name in WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(path)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    raise CheckpointError(f"{directory}: no {' or '.join(WEIGHT_FILES)}")
+
+
+def fairseq_order(symbols: List[str], eos: Optional[int], unk: Optional[int], cutoffs: List[int]
+                  ) -> Tuple[List[int], List[int], List[str]]:
+    """``(order, cutoffs, dict_symbols)``: ``order[n]`` the model index of fairseq word ``n`` (-1:
+    none), the fairseq band cutoffs, and the symbols ``dict.txt`` lists (those after the 4 specials)."""
+    if symbols[:4] == ["<s>", "<pad>", "</s>", "<unk>"]:  # a model trained on a fairseq dictionary
+        return list(range(len(symbols))), list(cutoffs), symbols[4:]
+    found = [i for i in (eos, unk) if i is not None]
+    if any(i >= cutoffs[0] for i in found):
+        raise CheckpointError("the model's <eos>/<unk> are not in its first band; fairseq needs them at 2 and 3")
+    order = [-1, -1, -1 if eos is None else eos, -1 if unk is None else unk]
+    rest = [j for j in range(len(symbols)) if j not in found]
+    dict_symbols = [symbols[j] for j in rest]
+    specials = {"<s>", "<pad>", "</s>", "<unk>"}
+    bad = [s for s in dict_symbols if s in specials or not s or any(c.isspace() for c in s)]
+    if bad or len(set(dict_symbols)) != len(dict_symbols):
+        raise CheckpointError(f"the vocabulary has symbols fairseq's dict.txt cannot hold: {bad[:5] or 'duplicates'}")
+    shift = 4 - len(found)
+    return order + rest, [c + shift for c in cutoffs], dict_symbols
+
+
+def _hf_reference_logprobs(config: dict, weights: dict, tokens: torch.Tensor, segments: int):
+    """HF's own log-probs for ``tokens`` ``(B, T)`` in ``segments`` segments with memory; None
+    without ``transformers``."""
+    try:
+        from transformers import TransfoXLConfig, TransfoXLLMHeadModel
+    except ImportError:
+        return None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = TransfoXLLMHeadModel(TransfoXLConfig(**config)).eval()
+    hf.load_state_dict(weights, strict=False)  # tied tensors saved once
+    hf.tie_weights()
+    mems = [torch.empty(0, tokens.size(0), int(config["d_model"]))] * int(config["n_layer"])
+    out = []
+    with torch.no_grad():
+        for seg in tokens.chunk(segments, dim=1):
+            res = hf(input_ids=seg, mems=mems, return_dict=True)
+            mems = res.mems
+            out.append(res.prediction_scores)
+    return torch.cat(out, dim=1)
+
+
+def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, init_keep_prob=None,
+               tolerance: float = 1e-4) -> dict:
+    """Writes the FLOP checkpoint (arch ``flop_transformer_xl``) and ``dict.txt`` (``dict_out``, default
+    next to ``out_path``); checks the function against HF's where ``transformers`` is installed."""
+    from ..core import count_params
+    from ..models.transformer_xl.from_hf import cfg_from_hf, init_from_hf
+
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    weights = read_weights(directory)
+    vocab_size = int(config["vocab_size"])
+    symbols = read_vocabulary(directory)
+    if symbols is None:
+        symbols = [f"<hf{j}>" for j in range(vocab_size)]
+        eos, unk = config.get("eos_token_id", 0), None
+    else:
+        if len(symbols) != vocab_size:
+            raise CheckpointError(f"vocabulary of {len(symbols)} symbols for a model of {vocab_size}")
+        eos = symbols.index("<eos>") if "<eos>" in symbols else config.get("eos_token_id")
+        unk = symbols.index("<unk>") if "<unk>" in symbols else None
+    order, cutoffs, dict_symbols = fairseq_order(symbols, eos, unk, list(config["cutoffs"]))
+    cfg_model = {"_name": "flop_transformer_xl", **cfg_from_hf(config, cutoffs),
+                 "flop_init_keep_prob": init_keep_prob, "flop_temperature": 2.0 / 3.0,
+                 "max_target_positions": int(config.get("tgt_len") or 1024)}
+    model = build_model(cfg_model, len(order))
+    init_from_hf(model.decoder.net, weights, config, order)
+    model.eval()
+
+    # the function check: the same token stream through both, 3 segments with memory
+    g = torch.Generator().manual_seed(0)
+    hf_tokens = torch.randint(0, vocab_size, (2, 24), generator=g)
+    inverse = torch.empty(vocab_size, dtype=torch.long)
+    inverse[torch.tensor([o for o in order if o >= 0])] = torch.tensor([n for n, o in enumerate(order) if o >= 0])
+    ref = _hf_reference_logprobs(config, weights, hf_tokens, 3)
+    diff = None
+    if ref is not None:
+        from ..core import gates_bypassed
+
+        with torch.no_grad(), gates_bypassed(model):
+            mems, out = None, []
+            for seg in inverse[hf_tokens].chunk(3, dim=1):
+                h, mems = model.decoder.net.forward_segment(seg.t(), mems)
+                out.append(model.decoder.adaptive_softmax.get_log_prob(h.transpose(0, 1), None))
+        diff = (torch.cat(out, dim=1)[:, :, inverse] - ref).abs().max().item()
+        if not diff <= tolerance:
+            raise CheckpointError(f"the converted model differs from HuggingFace's (max |log p| difference {diff:.2e})")
+
+    dict_out = dict_out or os.path.join(os.path.dirname(os.path.abspath(out_path)), "dict.txt")
+    with open(dict_out, "w", encoding="utf-8") as f:
+        f.writelines(f"{s} {len(dict_symbols) - i}\n" for i, s in enumerate(dict_symbols))
+    tokens = int(config.get("tgt_len") or 128)
+    state = {
+        "cfg": {"_name": None, "common": {}, "model": cfg_model, "criterion": {"_name": "adaptive_loss"},
+                "task": {"_name": "truncated_bptt_lm", "data": os.path.dirname(os.path.abspath(dict_out)),
+                         "tokens_per_sample": tokens, "max_target_positions": cfg_model["max_target_positions"]}},
+        "model": model.state_dict(), "args": None, "criterion": None,
+        # what fairseq's checkpoint loading expects of a fresh model: no updates yet
+        "optimizer_history": [{"criterion_name": "AdaptiveLoss", "optimizer_name": "none",
+                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+        "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}}, "last_optimizer_state": None,
+    }
+    size = save_checkpoint_atomic(state, out_path, os.path.join(directory, "config.json"))
+    return {"arch": "flop_transformer_xl", "max_logprob_diff": diff, "file_bytes": size, "dict": dict_out,
+            "num_words": len(order), "cutoffs": cutoffs, "counts": count_params(model),
+            "groups": len(model.flop_bands()) + len(model.flop_layer_matrices())}
