@@ -1,6 +1,6 @@
 """``flop-compact IN.pt OUT.pt``: a physically smaller model with every pruned rank
 component removed, the eval-mode gates folded into the weights, and no gates or
-Lagrange multipliers left. It loads with ``fairseq-eval-lm --user-dir user_dir``."""
+Lagrange multipliers left. It loads with ``fairseq-eval-lm --user-dir "$(flop-user-dir)"``."""
 
 import argparse
 import sys

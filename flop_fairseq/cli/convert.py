@@ -1,6 +1,7 @@
 """``flop-convert DENSE.pt OUT.pt``: a dense fairseq ``transformer_lm`` with adaptive
-input/softmax becomes a FLOP checkpoint of the matching ``flop_transformer_lm`` arch
-that computes the same function (gates start at exactly 1 in eval mode)."""
+input/softmax becomes a FLOP checkpoint of the matching ``flop_transformer_lm`` arch, and
+``flop-convert HF_DIR OUT.pt`` a HuggingFace Transformer-XL a ``flop_transformer_xl`` one
+(plus its fairseq ``dict.txt``); both compute the same function (gates start at exactly 1)."""
 
 import argparse
 import sys
@@ -11,8 +12,8 @@ from ..tools.checkpoint import CheckpointError, quiet_logging
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="flop-convert",
-        description="Convert a dense fairseq transformer_lm checkpoint with adaptive input/softmax into a "
-                    "FLOP checkpoint (flop_transformer_lm*) computing the same function.",
+        description="Convert a dense fairseq transformer_lm checkpoint with adaptive input/softmax, or a "
+                    "HuggingFace Transformer-XL directory, into a FLOP checkpoint computing the same function.",
     )
     parser.add_argument("dense", help="dense fairseq checkpoint (e.g. checkpoints/checkpoint_best.pt), or a "
                                       "HuggingFace Transformer-XL directory (config.json + weights)")
@@ -39,7 +40,12 @@ def main(argv=None):
     from ..tools.hf_transfo_xl import is_hf_directory
 
     if is_hf_directory(args.dense):
+        if args.flop_decoder_layers or args.layer_rank_ratio < 1.0:
+            parser.error("a Transformer-XL's layer matrices are always factorized at full rank: drop "
+                         "--flop-decoder-layers and --layer-rank-ratio")
         return _convert_hf(args)
+    if args.dict is not None:
+        parser.error("--dict is for a HuggingFace Transformer-XL directory; a fairseq checkpoint has its data-bin")
     from ..tools.convert import convert
 
     try:

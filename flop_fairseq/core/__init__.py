@@ -30,12 +30,12 @@ from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
 from .lagrangian import AugmentedLagrangian
 from .linear import GatedLowRankLinear, LowRankLinear
-from .prunable_model import BandSlot, PrunableModel, band_slots
+from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
 
 __all__ = [
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
-    "PrunableModel", "SparsityStats", "band_rows", "band_slices", "band_slots", "compact_model",
+    "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
     "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows",
     "match_structure", "sparsity_stats",
 ]

@@ -125,7 +125,8 @@ class LowRankBand(nn.Module):
 class GatedLowRankBand(LowRankBand, GatedModule):
     """A :class:`LowRankBand` with one :class:`HardConcrete` gate per rank component.
 
-    The same ``z`` multiplies the input and the output use, so a band shared by the
+    One gate vector serves the input and the output use (each use draws its own sample
+    in training; eval uses the one deterministic mask), so a band shared by the
     adaptive input and the adaptive softmax is pruned as one, and its parameters
     count once (``|V_i| + d`` per component when tied, ``|V_i| + 2d`` when the
     output has its own projection).

@@ -1,7 +1,9 @@
 """The one parameter counter, and sparsity over a whole model: every gated group once.
 
 Every figure the tools print (``flop-report``, ``flop-compact``, the demo, the benchmarks)
-comes from :func:`count_params` or from the per-group rows below, under these names:
+comes from :func:`count_params` or from the per-group rows below, under these names (the
+criterion's per-update log reads the same per-module counts through :func:`sparsity_stats`,
+which needs no :class:`PrunableModel` and copies nothing):
 
 ``total_params``
     the model as it would be compacted now: gated groups at their kept rank, gates and
@@ -114,8 +116,9 @@ class gates_bypassed:
 
 def band_rows(model) -> List[Dict]:
     """One row per band of a :class:`PrunableModel` (a shared band once): ``band`` (index),
-    ``side``, ``vocab`` (``[lo, hi)``), ``rank`` (before pruning), ``kept``, ``params_before``
-    (the dense model's count) and ``params_after`` (once compacted)."""
+    ``side``, ``vocab`` (``[lo, hi)``), ``label`` (``b0``, ``out1``: the criterion's log names),
+    ``rank`` (before pruning), ``kept``, ``params_before`` (the dense model's count) and
+    ``params_after`` (once compacted)."""
     rows = []
     for slot in model.flop_bands():
         band = slot.module

@@ -144,7 +144,7 @@ class GatedLowRankLinear(GatedModule):
             out[1].weight.copy_(left)
         if has_bias:
             out.bias.copy_(self.bias)
-        return out.to(self.left.dtype)
+        return out.to(self.left.device, self.left.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

@@ -44,6 +44,14 @@ def band_slots(bands, cutoff, seen: set, label_prefix: str) -> List[BandSlot]:
     return slots
 
 
+def adaptive_band_slots(adaptive_input, adaptive_softmax) -> List[BandSlot]:
+    """The slots of an adaptive input and softmax (each with ``bands`` and ``cutoff``): input
+    bands ``b0, b1, ...`` first, then the softmax's own bands ``out0, ...``, a tied band once."""
+    seen: set = set()
+    return (band_slots(adaptive_input.bands, adaptive_input.cutoff, seen, "b")
+            + band_slots(adaptive_softmax.bands, adaptive_softmax.cutoff, seen, "out"))
+
+
 class PrunableModel:
     """Mixin of every FLOP model: what it prunes, listed in a fixed order."""
 

@@ -70,7 +70,6 @@ class FlopAdaptiveLoss(AdaptiveLoss):
         self.target_sparsity = target_sparsity
         self.sparsity_warmup_updates = sparsity_warmup_updates
         self.gate_lr_scale = gate_lr_scale
-        self.lambda_lr_scale = lambda_lr_scale
         self._configured = None
 
     @classmethod

@@ -1,4 +1,4 @@
 """fairseq-aware work shared by the command-line tools, the demo and the benchmarks:
 checkpoints (:mod:`.checkpoint`, :mod:`.checkpoint_counts`), dense -> FLOP conversion
-(:mod:`.convert`), compaction (:mod:`.compact`), the report (:mod:`.report`), function
+(:mod:`.convert`; a HuggingFace Transformer-XL: :mod:`.hf_transfo_xl`), compaction (:mod:`.compact`), the report (:mod:`.report`), function
 checks (:mod:`.equivalence`) and fairseq's printed output (:mod:`.fairseq_log`)."""

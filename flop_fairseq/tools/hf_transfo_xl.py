@@ -130,10 +130,31 @@ def _hf_reference_logprobs(config: dict, weights: dict, tokens: torch.Tensor, se
 def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, init_keep_prob=None,
                tolerance: float = 1e-4) -> dict:
     """Writes the FLOP checkpoint (arch ``flop_transformer_xl``) and ``dict.txt`` (``dict_out``, default
-    next to ``out_path``); checks the function against HF's where ``transformers`` is installed."""
+    next to ``out_path``); checks the function against HF's where ``transformers`` is installed.
+    Anything wrong with the directory is a :class:`CheckpointError`, raised before anything is written."""
+    try:
+        return _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance)
+    except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{directory}: not a Transformer-XL directory flop-convert can read: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _write_dictionary(path: str, text: str) -> None:
+    """Through a temporary file and a rename (the caller has refused a file of other content)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dict:
     from ..core import count_params
     from ..models.transformer_xl.from_hf import cfg_from_hf, init_from_hf
 
+    dict_out = dict_out or os.path.join(os.path.dirname(os.path.abspath(out_path)), "dict.txt")
+    for target in (out_path, dict_out):
+        if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+            raise CheckpointError(f"{os.path.dirname(os.path.abspath(target))}: output directory does not exist")
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
     weights = read_weights(directory)
@@ -148,6 +169,9 @@ def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, in
         eos = symbols.index("<eos>") if "<eos>" in symbols else config.get("eos_token_id")
         unk = symbols.index("<unk>") if "<unk>" in symbols else None
     order, cutoffs, dict_symbols = fairseq_order(symbols, eos, unk, list(config["cutoffs"]))
+    dict_text = "".join(f"{s} {len(dict_symbols) - i}\n" for i, s in enumerate(dict_symbols))
+    if os.path.exists(dict_out) and open(dict_out, encoding="utf-8").read() != dict_text:
+        raise CheckpointError(f"{dict_out} exists and holds another vocabulary; choose another path with --dict")
     cfg_model = {"_name": "flop_transformer_xl", **cfg_from_hf(config, cutoffs),
                  "flop_init_keep_prob": init_keep_prob, "flop_temperature": 2.0 / 3.0,
                  "max_target_positions": int(config.get("tgt_len") or 1024)}
@@ -174,9 +198,6 @@ def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, in
         if not diff <= tolerance:
             raise CheckpointError(f"the converted model differs from HuggingFace's (max |log p| difference {diff:.2e})")
 
-    dict_out = dict_out or os.path.join(os.path.dirname(os.path.abspath(out_path)), "dict.txt")
-    with open(dict_out, "w", encoding="utf-8") as f:
-        f.writelines(f"{s} {len(dict_symbols) - i}\n" for i, s in enumerate(dict_symbols))
     tokens = int(config.get("tgt_len") or 128)
     state = {
         "cfg": {"_name": None, "common": {}, "model": cfg_model, "criterion": {"_name": "adaptive_loss"},
@@ -189,6 +210,7 @@ def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, in
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}}, "last_optimizer_state": None,
     }
     size = save_checkpoint_atomic(state, out_path, os.path.join(directory, "config.json"))
+    _write_dictionary(dict_out, dict_text)  # after the checkpoint: a failed conversion writes neither
     return {"arch": "flop_transformer_xl", "max_logprob_diff": diff, "file_bytes": size, "dict": dict_out,
             "num_words": len(order), "cutoffs": cutoffs, "counts": count_params(model),
             "groups": len(model.flop_bands()) + len(model.flop_layer_matrices())}

@@ -33,8 +33,16 @@ def band_tensors(dense_model) -> List[torch.Tensor]:
     """The dense model's band matrices (embeddings and projections of the adaptive input and
     softmax, shared ones once): what FLOP prunes, and what AGP prunes for comparison. The
     softmax's ``class_proj`` (the head's cluster logits) is pruned by neither."""
-    return [p for name, p in dense_model.named_parameters()
-            if name.startswith(BAND_PREFIXES) and p.dim() == 2 and "class_proj" not in name]
+    tensors = []
+    for name, p in dense_model.named_parameters():
+        if not name.startswith(BAND_PREFIXES) or p.dim() != 2 or "class_proj" in name:
+            continue
+        if name == "decoder.adaptive_softmax.head.weight":
+            # an untied head scores the c_0 head words and, in its last rows, the clusters (the
+            # cluster rows are class_proj's in the FLOP model): the band is the word rows, a view
+            p = p[: dense_model.decoder.adaptive_softmax.cutoff[0]]
+        tensors.append(p)
+    return tensors
 
 
 def _copy(param: torch.Tensor, value: torch.Tensor) -> None:

@@ -26,8 +26,8 @@ from ...core import (
     LowRankAdaptiveInput,
     LowRankAdaptiveSoftmax,
     PrunableModel,
+    adaptive_band_slots,
     band_slices,
-    band_slots,
     complete_cutoff,
     match_structure,
 )
@@ -194,9 +194,7 @@ class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
         self.flop_decoder_layers = False
 
     def flop_bands(self):
-        seen = set()
-        return (band_slots(self.decoder.embed_tokens.bands, self.decoder.embed_tokens.cutoff, seen, "b")
-                + band_slots(self.decoder.adaptive_softmax.bands, self.decoder.adaptive_softmax.cutoff, seen, "out"))
+        return adaptive_band_slots(self.decoder.embed_tokens, self.decoder.adaptive_softmax)
 
     def flop_layer_matrices(self):
         if not self.flop_decoder_layers:

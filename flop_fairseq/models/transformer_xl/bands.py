@@ -110,7 +110,9 @@ def build_bands(cutoff: List[int], d_model: int, d_embed: int, div_val: int, tie
             bands.append(band(i, True, True, tied, dense))
         return bands, bands
     inputs = [band(i, True, False, True, sizes[i] * dims[i] + in_proj_count(i)) for i in range(n)]
-    outputs = [band(i, False, True, True, sizes[i] * dims[i] + out_proj_count(i)) for i in range(n)]
+    # an output projection tied to an input one (tie_projs) is the input band's: counted there
+    outputs = [band(i, False, True, True, sizes[i] * dims[i] + (0 if tie_projs[i] else out_proj_count(i)))
+               for i in range(n)]
     return inputs, outputs
 
 

@@ -23,7 +23,7 @@ def _form(band: LowRankBand, state: Mapping[str, torch.Tensor], prefix: str):
     else:
         new = LowRankBand(band.num_words, emb.shape[1], band.dim, has_input=has_input, has_output=has_output,
                           tie_proj=band.tie_proj, padding_idx=band.padding_idx, output_dim=band.output_dim)
-    return new.to(emb.dtype)
+    return new.to(band.emb.device, band.emb.dtype)  # where the model already is (GPU, fp16)
 
 
 @torch.no_grad()

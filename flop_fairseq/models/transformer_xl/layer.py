@@ -16,11 +16,12 @@ class PositionalEmbedding(nn.Module):
 
     def __init__(self, d: int):
         super().__init__()
-        # not persistent: derived from d, so checkpoints carry nothing for it
-        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0.0, d, 2.0) / d)), persistent=False)
+        self.d = d
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
-        sinusoid = torch.outer(pos, self.inv_freq.to(pos.dtype))
+        # computed here in pos's dtype (float32), not kept as a buffer that .half() would round
+        inv_freq = 1.0 / (10000 ** (torch.arange(0.0, self.d, 2.0, device=pos.device, dtype=pos.dtype) / self.d))
+        sinusoid = torch.outer(pos, inv_freq)
         return torch.cat([sinusoid.sin(), sinusoid.cos()], dim=-1)[:, None, :]
 
 

@@ -11,7 +11,7 @@ from fairseq.models import FairseqDecoder, FairseqLanguageModel, register_model,
 from fairseq.utils import safe_getattr
 from omegaconf import II
 
-from ...core import AugmentedLagrangian, PrunableModel, band_slots, match_structure
+from ...core import AugmentedLagrangian, PrunableModel, adaptive_band_slots, match_structure
 from .compact_load import restructure_bands
 from .network import TransformerXLNetwork, TxlSpec
 
@@ -125,9 +125,7 @@ class FlopTransformerXLModel(FairseqLanguageModel, PrunableModel):
         return cls(FlopTransformerXLDecoder(dictionary, spec, int(max_positions)))
 
     def flop_bands(self):
-        net, seen = self.decoder.net, set()
-        return (band_slots(net.embed_tokens.bands, net.embed_tokens.cutoff, seen, "b")
-                + band_slots(net.adaptive_softmax.bands, net.adaptive_softmax.cutoff, seen, "out"))
+        return adaptive_band_slots(self.decoder.net.embed_tokens, self.decoder.net.adaptive_softmax)
 
     def flop_layer_matrices(self):
         return [(f"decoder.net.{name}", m) for name, m in self.decoder.net.layer_matrices()]

@@ -96,10 +96,11 @@ class TransformerXLNetwork(nn.Module):
         mlen = 0 if mems is None else mems[0].size(0)
         klen = mlen + qlen
         mask = attention_mask(qlen, mlen, self.mem_len, self.same_length, tokens.device)
-        pos = torch.arange(klen - 1, -1, -1.0, device=tokens.device, dtype=word_emb.dtype)
+        # distances and their sinusoids in float32: fp16/bf16 cannot tell 2048 from 2049
+        pos = torch.arange(klen - 1, -1, -1.0, device=tokens.device, dtype=torch.float32)
         if self.clamp_len > 0:
             pos = pos.clamp(max=self.clamp_len)
-        r = self.drop(self.pos_emb(pos))
+        r = self.drop(self.pos_emb(pos).to(word_emb.dtype))
         h = self.drop(word_emb)
         hids = []
         for i, layer in enumerate(self.layers):
