@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # The FLOP settings sweep behind BENCHMARKS.md ("FLOP sparsity trajectories and tuning"):
 # prunes the WikiText-2 benchmark's dense model (after `make bench-full`) with one set of
-# flop_adaptive_loss settings per line of CONFIGS, compacts, evaluates on valid and test,
-# and appends one line per run to SWEEP_DIR/results.txt. Settings are chosen on
+# flop_adaptive_loss settings per run of the grid, compacts, evaluates on valid and test,
+# appends one line per run to SWEEP_DIR/results.txt and records it in the sweep's TSV
+# (benchmarks/wikitext2/sweep.tsv, which BENCHMARKS.md renders). Settings are chosen on
 # validation perplexity; test is printed for the record.
 #
-#   bash scripts/sweep_flop_settings.sh [BENCH_DIR] [SWEEP_DIR] [CONFIGS]
+#   bash scripts/sweep_flop_settings.sh [BENCH_DIR] [SWEEP_DIR] [CONFIGS] [TSV]
 #
 # BENCH_DIR: the benchmark's work directory (default bench_run/full); SWEEP_DIR: where runs
-# go (default BENCH_DIR/sweep); CONFIGS: a file of lines
+# go (default BENCH_DIR/sweep); TSV: the grid and results file (default
+# benchmarks/wikitext2/sweep.tsv); CONFIGS: a file of lines
 #   NAME flop   TARGET UPDATES WARMUP LAMBDA_LR_SCALE GATE_LR_SCALE LAMBDA2_INIT
 #   NAME agp    TARGET UPDATES RAMP_END_UPDATE
 #   NAME svdft  UPDATES RANK0,RANK1,...     (SVD truncation to given band ranks + fine-tuning)
-# (default: the grid in BENCHMARKS.md). Runs whose results line exists are skipped.
+# (default: the TSV's grid, `python -m flop_fairseq.bench.sweep grid`). Runs whose results
+# line exists in SWEEP_DIR/results.txt are skipped.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$(realpath "${1:-$REPO/bench_run/full}")
 SWEEP=$(realpath -m "${2:-$BENCH/sweep}")
 CONFIGS=${3:-}
+TSV=$(realpath -m "${4:-$REPO/benchmarks/wikitext2/sweep.tsv}")
 V=$REPO/.venv/bin
 DATA=$BENCH/../data/bin
 DENSE=$BENCH/dense/ckpt/checkpoint_last.pt
@@ -83,45 +87,16 @@ run_one() {
         "$V/flop-compact" "$d/svd_gated.pt" "$d/svd_compact.pt" > "$d/compact.log" 2>&1
         "$V/fairseq-train" "$DATA" "${train[@]}" "${FLOP[@]}" --criterion adaptive_loss \
             --finetune-from-model "$d/svd_compact.pt" --save-dir "$d/ckpt" > "$d/train.log" 2>&1
-        echo "$name svdft updates=$u $(kept "$d/ckpt/checkpoint_last.pt") $(evaluate "$d/ckpt/checkpoint_last.pt" "$d")" ;;
+        echo "$name svdft updates=$u svd_ranks=$ranks $(kept "$d/ckpt/checkpoint_last.pt") $(evaluate "$d/ckpt/checkpoint_last.pt" "$d")" ;;
     *) echo "sweep: unknown kind '$kind' in line '$name $kind $*'" >&2; exit 2 ;;
     esac | tee -a "$SWEEP/results.txt"
+    "$V/python" -m flop_fairseq.bench.sweep record "$TSV" -- "$(tail -n 1 "$SWEEP/results.txt")"
 }
 
-DEFAULT_GRID="\
-flop_s50_ll100_gl20_w125_l2x50   flop 0.5 250 125 100 20 50
-flop_s70_ll100_gl20_w125_l2x50   flop 0.7 250 125 100 20 50
-flop_s90_ll100_gl20_w125_l2x50   flop 0.9 250 125 100 20 50
-flop_s50_ll10_gl20_w125_l2x50    flop 0.5 250 125 10 20 50
-flop_s50_ll100_gl20_w200_l2x50   flop 0.5 250 200 100 20 50
-flop_s50_ll100_gl5_w125_l2x50    flop 0.5 250 125 100 5 50
-flop_s50_ll10_gl20_w200_l2x50    flop 0.5 250 200 10 20 50
-flop_s70_ll10_gl20_w200_l2x50    flop 0.7 250 200 10 20 50
-flop_s50_ll10_gl50_w125_l2x50    flop 0.5 250 125 10 50 50
-flop_s90_ll10_gl50_w125_l2x50    flop 0.9 250 125 10 50 50
-flop_s50_ll10_gl50_w200_l2x50    flop 0.5 250 200 10 50 50
-flop_s70_ll10_gl50_w200_l2x50    flop 0.7 250 200 10 50 50
-flop_s90_ll10_gl50_w200_l2x50    flop 0.9 250 200 10 50 50
-flop_s50_ll30_gl50_w200_l2x50    flop 0.5 250 200 30 50 50
-flop_s90_ll30_gl50_w200_l2x50    flop 0.9 250 200 30 50 50
-flop_s50_ll10_gl50_w200_l2x200   flop 0.5 250 200 10 50 200
-flop_s90_ll10_gl50_w200_l2x200   flop 0.9 250 200 10 50 200
-flop_s50_ll10_gl50_w200_l2x500   flop 0.5 250 200 10 50 500
-flop_s70_ll10_gl50_w200_l2x500   flop 0.7 250 200 10 50 500
-flop_s90_ll10_gl50_w200_l2x500   flop 0.9 250 200 10 50 500
-flop_s50_ll30_gl50_w200_l2x500   flop 0.5 250 200 30 50 500
-flop_s70_ll30_gl50_w200_l2x500   flop 0.7 250 200 30 50 500
-flop_s90_ll30_gl50_w200_l2x500   flop 0.9 250 200 30 50 500
-agp_s50_end125                   agp 0.5 250 125
-agp_s70_end125                   agp 0.7 250 125
-agp_s50_end200                   agp 0.5 250 200
-agp_s70_end200                   agp 0.7 250 200
-svdft_s50_flop_ranks             svdft 250 91,15,1"
-
-if [ -n "$CONFIGS" ]; then grid=$(cat "$CONFIGS"); else grid=$DEFAULT_GRID; fi
+if [ -n "$CONFIGS" ]; then grid=$(cat "$CONFIGS"); else grid=$("$V/python" -m flop_fairseq.bench.sweep grid "$TSV"); fi
 while read -r line; do
     [ -z "${line// }" ] || [ "${line:0:1}" = "#" ] && continue
     # shellcheck disable=SC2086
     run_one $line
 done <<< "$grid"
-echo "sweep: results in $SWEEP/results.txt"
+echo "sweep: results in $SWEEP/results.txt and $TSV"

@@ -1,0 +1,277 @@
+"""Evaluation speed, size and perplexity of a dense fairseq ``transformer_lm``, a gated FLOP
+checkpoint and its compact form, on the same split of a binarized corpus.
+
+    python scripts/benchmark_speed.py DATA_BIN --dense DENSE.pt --gated FLOP.pt --compact COMPACT.pt
+        [--model LABEL=CKPT ...] [--subset valid] [--num-shards K] [--repeats 3] [--threads 1]
+        [--tokens-per-sample 128] [--max-tokens 4096] [--method inprocess|eval-lm|both] [--json]
+
+For every checkpoint: parameter count (each shared tensor once), file size, perplexity,
+and tokens/s, the median of ``--repeats`` timed passes over the split (every
+``--num-shards``-th batch when K > 1, as ``fairseq-eval-lm --num-shards K --shard-id 0``).
+
+``--method inprocess`` (default) loads every model once with fairseq's
+``checkpoint_utils.load_model_ensemble_and_task`` into one process with
+``torch.set_num_threads(--threads)``, batches the split exactly as ``fairseq-eval-lm``
+does (``task.eval_lm_dataloader``, same ``--tokens-per-sample`` / ``--max-tokens``) and
+times, per model, passes taken in turn (model 1, model 2, ..., then the next repeat, so
+drifting load from other processes hits all models alike):
+
+- ``scorer``: ``fairseq.sequence_scorer.SequenceScorer.generate``, the call whose time
+  ``fairseq-eval-lm`` reports as tokens/s. It builds full-vocabulary log-probabilities
+  for every token (the adaptive softmax's ``get_log_prob``), a ``tokens x |V|`` tensor
+  whose writing dominates small models and is not reduced by pruning the bands;
+- ``loss``: the model's forward pass plus fairseq's ``adaptive_loss`` criterion (what
+  training and validation compute: each token scores only the head and its own tail
+  cluster), where the smaller band matrices of a compact model do show up.
+
+``--method eval-lm`` runs ``fairseq-eval-lm`` itself as a subprocess per repeat
+(``OMP_NUM_THREADS=--threads``) and parses its ``Evaluated N tokens in Ts (X tokens/s)``
+line; ``both`` does both.
+
+A row for "a dense fairseq transformer_lm of the compact model's shape" is not offered: the
+compact bands have arbitrary ranks ``r_i`` per band (``|V_i| x r_i`` embedding, ``d x r_i``
+projection, plus an output projection for the tied head band), while fairseq's adaptive
+input fixes band ``i``'s dim to ``decoder_input_dim // factor**i`` and tied adaptive weights
+need ``decoder_input_dim == decoder_output_dim``. A compact FLOP model already *is* such a
+small dense model (plain low-rank bands, no gates); a randomly initialised one of the same
+ranks would time the same. The WikiText-2 benchmark trains such models from scratch as its
+"small" baseline. Parameters are the counter's ``stored_params`` (a gated model's full-rank
+factors and gates included).
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from .settings import REPO
+
+
+def _labelled(args):
+    out = []
+    for label, path in (("dense", args.dense), ("gated", args.gated), ("compact", args.compact)):
+        if path:
+            out.append((label, path))
+    for spec in args.model or []:
+        if "=" not in spec:
+            raise SystemExit(f"--model takes LABEL=CHECKPOINT, got {spec!r}")
+        label, path = spec.split("=", 1)
+        out.append((label, path))
+    if not out:
+        raise SystemExit("benchmark_speed: give at least one of --dense/--gated/--compact/--model")
+    for label, path in out:
+        if not os.path.isfile(path):
+            raise SystemExit(f"benchmark_speed: {label}: no such checkpoint {path}")
+    return out
+
+
+def _kind(model) -> str:
+    from ..core import GatedModule, LowRankBand
+
+    if any(isinstance(m, GatedModule) for m in model.modules()):
+        return "FLOP gated"
+    if any(isinstance(m, LowRankBand) for m in model.modules()):
+        return "FLOP compact"
+    return "dense"
+
+
+def stored_params(model) -> int:
+    """The counter's ``stored_params``: every parameter the model holds as loaded, shared ones once."""
+    from ..core import PrunableModel, count_params
+
+    from .agp import dense_prunable
+
+    return count_params(model, None if isinstance(model, PrunableModel) else dense_prunable(model)).stored_params
+
+
+def run_inprocess(ckpts, args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from fairseq import checkpoint_utils, utils
+    from fairseq.criterions.adaptive_loss import AdaptiveLoss
+    from fairseq.sequence_scorer import SequenceScorer
+
+    import importlib
+
+    importlib.import_module("flop_fairseq.models")  # registers flop_transformer_lm with fairseq
+
+    loaded = []
+    task = None
+    for label, path in ckpts:
+        models, cfg, t = checkpoint_utils.load_model_ensemble_and_task(
+            [path], arg_overrides={"data": os.path.abspath(args.data), "tokens_per_sample": args.tokens_per_sample})
+        model = models[0]
+        model.eval()
+        model.prepare_for_inference_(cfg)
+        task = task or t
+        loaded.append((label, path, model, t))
+
+    task.load_dataset(args.subset)
+    dataset = task.dataset(args.subset)
+    itr = task.eval_lm_dataloader(
+        dataset=dataset, max_tokens=args.max_tokens, batch_size=None,
+        max_positions=utils.resolve_max_positions(*[m.max_positions() for _, _, m, _ in loaded]),
+        num_shards=args.num_shards, shard_id=0, num_workers=0, context_window=0,
+    )
+    batches = [b for b in itr if "net_input" in b]
+    ntokens = sum(b["ntokens"] for b in batches)
+
+    results = []
+    for label, path, model, t in loaded:
+        results.append({"label": label, "path": path, "kind": _kind(model),
+                        "params": stored_params(model),
+                        "file_mib": os.path.getsize(path) / 2**20, "scorer_times": [], "loss_times": []})
+    scorers = [SequenceScorer(t.target_dictionary) for _, _, _, t in loaded]
+    criteria = [AdaptiveLoss(t, sentence_avg=False) for _, _, _, t in loaded]
+
+    def scorer_pass(i, record=True):
+        total, count = 0.0, 0
+        elapsed = 0.0
+        for b in batches:
+            t0 = time.perf_counter()
+            hypos = scorers[i].generate([loaded[i][2]], b)
+            elapsed += time.perf_counter() - t0
+            for h in hypos:
+                s = h[0]["positional_scores"].float()
+                total += s.sum().item()
+                count += s.numel()
+        return elapsed, math.exp(-total / count)
+
+    def loss_pass(i):
+        total, count = 0.0, 0
+        elapsed = 0.0
+        for b in batches:
+            t0 = time.perf_counter()
+            loss, sample_size, _ = criteria[i](loaded[i][2], b)
+            elapsed += time.perf_counter() - t0
+            total += loss.item()
+            count += sample_size
+        return elapsed, math.exp(total / count)
+
+    with torch.no_grad():
+        for i in range(len(loaded)):  # warm-up: one batch each
+            scorers[i].generate([loaded[i][2]], batches[0])
+            criteria[i](loaded[i][2], batches[0])
+        for _ in range(args.repeats):
+            for i, r in enumerate(results):
+                el, ppl = scorer_pass(i)
+                r["scorer_times"].append(el)
+                r["ppl"] = ppl
+                el, ppl = loss_pass(i)
+                r["loss_times"].append(el)
+                r["ppl_loss_path"] = ppl
+    for r in results:
+        r["scorer_tokens_per_s"] = ntokens / statistics.median(r["scorer_times"])
+        r["loss_tokens_per_s"] = ntokens / statistics.median(r["loss_times"])
+    return {"tokens": ntokens, "batches": len(batches), "models": results}
+
+
+def run_eval_lm(ckpts, args) -> dict:
+    from ..tools.fairseq_log import parse_eval_lm
+
+    exe = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "fairseq-eval-lm")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    out = {}
+    for _ in range(args.repeats):
+        for label, path in ckpts:
+            cmd = [exe, args.data, "--user-dir", args.user_dir, "--path", path,
+                   "--tokens-per-sample", str(args.tokens_per_sample), "--max-tokens", str(args.max_tokens),
+                   "--cpu", "--gen-subset", args.subset]
+            if args.num_shards > 1:
+                cmd += ["--num-shards", str(args.num_shards), "--shard-id", "0"]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            text = proc.stdout + proc.stderr
+            parsed = parse_eval_lm(text) if proc.returncode == 0 else None
+            if parsed is None:
+                raise SystemExit(f"benchmark_speed: fairseq-eval-lm failed on {path}:\n{text[-3000:]}")
+            r = out.setdefault(label, {"eval_lm_tokens_per_s_runs": []})
+            r["eval_lm_tokens_per_s_runs"].append(parsed["tokens_per_s"])
+            r["eval_lm_tokens"] = parsed["tokens"]
+            r["eval_lm_ppl"] = parsed["ppl"]
+    for r in out.values():
+        r["eval_lm_tokens_per_s"] = statistics.median(r["eval_lm_tokens_per_s_runs"])
+    return out
+
+
+def format_table(res: dict) -> str:
+    models = res["models"]
+    cols = [("model", lambda r: r["label"], "<"), ("kind", lambda r: r.get("kind", ""), "<"),
+            ("params", lambda r: f"{r['params']:,}" if "params" in r else "", ">"),
+            ("file MiB", lambda r: f"{r['file_mib']:.2f}", ">")]
+    if "ppl" in models[0]:
+        cols += [("ppl", lambda r: f"{r['ppl']:.2f}", ">"),
+                 ("scorer tok/s", lambda r: f"{r['scorer_tokens_per_s']:,.0f}", ">"),
+                 ("loss tok/s", lambda r: f"{r['loss_tokens_per_s']:,.0f}", ">"),
+                 ("loss speed-up", lambda r: f"{r['loss_tokens_per_s'] / models[0]['loss_tokens_per_s']:.2f}x", ">")]
+    if "eval_lm_tokens_per_s" in models[0]:
+        cols += [("eval-lm ppl", lambda r: f"{r['eval_lm_ppl']:.2f}", ">"),
+                 ("eval-lm tok/s", lambda r: f"{r['eval_lm_tokens_per_s']:,.0f}", ">")]
+    cells = [[c[1](r) for c in cols] for r in models]
+    widths = [max(len(c[0]), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    fmt = lambda vals: "  ".join(f"{v:{c[2]}{w}}" for v, c, w in zip(vals, cols, widths))  # noqa: E731
+    lines = [fmt([c[0] for c in cols])] + [fmt(row) for row in cells]
+    cfg = res["config"]
+    lines.append(f"{cfg['subset']} split, {cfg.get('tokens', '?'):,} tokens (1/{cfg['num_shards']} of the "
+                 f"batches), median of {cfg['repeats']} passes, {cfg['threads']} thread(s); speed-up relative to "
+                 f"the first model")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", help="fairseq data-bin directory (dict.txt, SPLIT.bin/.idx)")
+    parser.add_argument("--dense", help="dense fairseq transformer_lm checkpoint")
+    parser.add_argument("--gated", help="gated FLOP checkpoint (fairseq-train --criterion flop_adaptive_loss)")
+    parser.add_argument("--compact", help="compact FLOP checkpoint (flop-compact)")
+    parser.add_argument("--model", action="append", metavar="LABEL=CKPT", help="more checkpoints (repeatable)")
+    parser.add_argument("--subset", default="valid")
+    parser.add_argument("--num-shards", type=int, default=1, help="time every K-th batch only (default 1: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens-per-sample", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--method", choices=("inprocess", "eval-lm", "both"), default="inprocess")
+    parser.add_argument("--user-dir", default=os.path.join(REPO, "user_dir"),
+                        help="fairseq --user-dir for FLOP checkpoints (default: this checkout's user_dir)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1 or args.num_shards < 1:
+        parser.error("--repeats, --threads and --num-shards must be >= 1")
+    ckpts = _labelled(args)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    res = {"config": {"data": os.path.abspath(args.data), "subset": args.subset, "num_shards": args.num_shards,
+                      "repeats": args.repeats, "threads": args.threads, "tokens_per_sample": args.tokens_per_sample,
+                      "max_tokens": args.max_tokens, "method": args.method}}
+    if args.method in ("inprocess", "both"):
+        ip = run_inprocess(ckpts, args)
+        res["config"]["tokens"] = ip["tokens"]
+        res["models"] = ip["models"]
+    else:
+        from ..core import count_params
+        from ..tools.checkpoint import CheckpointError, load_any_model
+
+        res["models"] = []
+        for label, path in ckpts:
+            try:
+                _, model, dense = load_any_model(path)
+            except CheckpointError as e:
+                raise SystemExit(f"benchmark_speed: {label}: {e}")
+            res["models"].append({"label": label, "path": path, "kind": _kind(model),
+                                  "params": count_params(model, dense).stored_params,
+                                  "file_mib": os.path.getsize(path) / 2**20})
+    if args.method in ("eval-lm", "both"):
+        el = run_eval_lm(ckpts, args)
+        for r in res["models"]:
+            r.update(el[r["label"]])
+        res["config"].setdefault("tokens", res["models"][0]["eval_lm_tokens"])
+    print(json.dumps(res, indent=2) if args.json else format_table(res))
+
