@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from ..core import layer_totals
 from ..tools.checkpoint import CheckpointError, quiet_logging
 
 
@@ -18,10 +19,10 @@ def format_table(res: dict) -> str:
         label = f"{r['side']} {r['band']} [{r['vocab'][0]}, {r['vocab'][1]})"
         rows.append(f"{label:<28} {r['rank']:>6} {r['kept']:>6} {r['params_before']:>14,} {r['params_after']:>13,}")
     if res["layers"]:
-        lay = res["layers"]
-        rows.append(f"{f'layer matrices ({len(lay)})':<28} {sum(x['rank'] for x in lay):>6} "
-                    f"{sum(x['kept'] for x in lay):>6} {sum(x['params_before'] for x in lay):>14,} "
-                    f"{sum(x['params_after'] for x in lay):>13,}")
+        t = layer_totals(res["layers"])
+        label = f"layer matrices ({t['matrices']})"
+        rows.append(f"{label:<28} {t['rank']:>6} {t['kept']:>6} "
+                    f"{t['params_before']:>14,} {t['params_after']:>13,}")
     rows.append(f"{'prunable (dense -> kept)':<28} {'':>6} {'':>6} {b.prunable_params:>14,} "
                 f"{a.remaining_prunable_params:>13,}")
     rows.append(f"{'stored parameters':<28} {'':>6} {'':>6} {b.stored_params:>14,} {a.stored_params:>13,}")

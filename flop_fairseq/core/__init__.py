@@ -24,6 +24,7 @@ from .counting import (
     gated_modules,
     gates_bypassed,
     layer_rows,
+    layer_totals,
     sparsity_stats,
 )
 from .gated_module import GatedModule
@@ -36,6 +37,6 @@ __all__ = [
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
     "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
-    "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows",
+    "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
     "match_structure", "sparsity_stats",
 ]

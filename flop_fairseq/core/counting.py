@@ -149,6 +149,13 @@ def layer_rows(model) -> List[Dict]:
     return rows
 
 
+def layer_totals(rows: List[Dict]) -> Dict:
+    """The :func:`layer_rows` of a model summed: ``matrices``, ``rank``, ``kept``, ``params_before``,
+    ``params_after``."""
+    return {"matrices": len(rows), **{k: sum(r[k] for r in rows)
+                                      for k in ("rank", "kept", "params_before", "params_after")}}
+
+
 @dataclass
 class ParamCounts:
     """The named quantities of the module docstring."""

@@ -15,6 +15,15 @@ Count = Union[int, torch.Tensor]
 FAST_PATH_MAX_ACTIVE = 0.8
 
 
+def cheaper_form_cost(factorized: Count, dense: int) -> Count:
+    """``min(factorized, dense)``: a group compacts to whichever form is smaller. As a tensor
+    (the Lagrangian's expectation) it takes that value with the factorized gradient, so a group
+    at full rank, where the dense form is cheaper, still feels the pressure to shrink."""
+    if torch.is_tensor(factorized):
+        return factorized + (factorized.detach().clamp(max=dense) - factorized.detach())
+    return min(factorized, dense)
+
+
 class GatedModule(nn.Module):
     """A low-rank factorization ``sum_k z_k p_k q_k^T`` with one gate per rank component.
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gated_module import Count, GatedModule
+from .gated_module import Count, GatedModule, cheaper_form_cost
 from .hard_concrete import HardConcrete
 
 
@@ -117,11 +117,7 @@ class GatedLowRankLinear(GatedModule):
         return self.in_features + self.out_features
 
     def compact_cost(self, kept: Count) -> Count:
-        factorized = kept * self.params_per_component()
-        dense = self.dense_params()
-        if torch.is_tensor(factorized):
-            return factorized + (factorized.detach().clamp(max=dense) - factorized.detach())
-        return min(factorized, dense)
+        return cheaper_form_cost(kept * self.params_per_component(), self.dense_params())
 
     def unpruned_params(self) -> int:
         return 0 if self.bias is None else self.bias.numel()

@@ -109,6 +109,19 @@ def save_checkpoint_atomic(state: dict, path: str, source: str) -> int:
     return os.path.getsize(path)
 
 
+def build_and_load(cfg_model, model_cls, model_state, path: str):
+    """The model ``cfg_model`` describes, at the vocabulary ``model_cls`` reads from ``model_state``,
+    with those weights loaded (strictly), in eval mode; a one-line :class:`CheckpointError` when
+    they do not fit."""
+    try:
+        model = build_model(cfg_model, model_cls.vocab_size_from_state(model_state))
+        model.load_state_dict(model_state, strict=True)
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: "
+                              f"{str(e).splitlines()[0]}")
+    return model.eval()
+
+
 def load_flop_model(path: str):
     """``(state, model)`` for a FLOP checkpoint, gated or compact, in eval mode; refuses anything else."""
     from ..models import flop_model_for_arch
@@ -120,14 +133,7 @@ def load_flop_model(path: str):
     if cls is None:
         raise CheckpointError(f"{path}: not a FLOP model (arch '{name}'); convert a dense checkpoint "
                               "with flop-convert first")
-    model = build_model(cfg_model, cls.vocab_size_from_state(state["model"]))
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the FLOP model its config describes: "
-                              f"{str(e).splitlines()[0]}")
-    model.eval()
-    return state, model
+    return state, build_and_load(cfg_model, cls, state["model"], path)
 
 
 def load_any_model(path: str):
@@ -142,12 +148,5 @@ def load_any_model(path: str):
     found = flop_model_for_dense_arch(name)
     if found is None:
         raise CheckpointError(f"{path}: arch '{name}' is neither a FLOP model nor one flop-convert takes")
-    cls = found[0]
-    try:
-        model = build_model(state["cfg"]["model"], cls.vocab_size_from_state(state["model"]))
-        model.load_state_dict(state["model"], strict=True)
-    except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: "
-                              f"{str(e).splitlines()[0]}")
-    model.eval()
-    return state, model, cls.dense_prunable_tensors(model)
+    model = build_and_load(state["cfg"]["model"], found[0], state["model"], path)
+    return state, model, found[0].dense_prunable_tensors(model)

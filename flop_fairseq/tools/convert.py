@@ -3,7 +3,14 @@
 import copy
 
 from ..core import count_params, gates_bypassed
-from .checkpoint import CheckpointError, build_model, load_checkpoint, model_name, save_checkpoint_atomic
+from .checkpoint import (
+    CheckpointError,
+    build_and_load,
+    build_model,
+    load_checkpoint,
+    model_name,
+    save_checkpoint_atomic,
+)
 from .equivalence import max_logprob_difference
 
 
@@ -31,13 +38,8 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
         raise CheckpointError(f"{dense_path}: the model has no adaptive input and adaptive softmax; "
                               "FLOP prunes their frequency bands (train with --adaptive-input and "
                               "--adaptive-softmax-cutoff)")
-    try:
-        num_words = cls.vocab_size_from_state(state["model"])
-        dense = build_model(cfg_model, num_words)
-        dense.load_state_dict(state["model"], strict=True)
-    except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{dense_path}: weights do not fit the model its config describes: "
-                              f"{str(e).splitlines()[0]}")
+    dense = build_and_load(cfg_model, cls, state["model"], dense_path)
+    num_words = len(dense.decoder.dictionary)
 
     flop_cfg = copy.deepcopy(cfg_model)
     flop_cfg["_name"] = flop_arch

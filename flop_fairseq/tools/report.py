@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from ..core import band_rows, count_params, expected_sparsity, gated_modules, layer_rows
+from ..core import band_rows, count_params, expected_sparsity, gated_modules, layer_rows, layer_totals
 
 
 @torch.no_grad()
@@ -27,14 +27,7 @@ def report(model, num_updates=None) -> dict:
         "bands": band_rows(model),
     }
     if layers:
-        out["layers"] = {
-            "matrices": len(layers),
-            "params_before": sum(r["params_before"] for r in layers),
-            "params_after": sum(r["params_after"] for r in layers),
-            "rank": sum(r["rank"] for r in layers),
-            "kept": sum(r["kept"] for r in layers),
-            "per_matrix": layers,
-        }
+        out["layers"] = {**layer_totals(layers), "per_matrix": layers}
     if num_updates is not None:
         out["num_updates"] = int(num_updates)
     lagrangian = getattr(model, "flop_lagrangian", None)

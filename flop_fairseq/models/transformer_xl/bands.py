@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ...core import GatedLowRankBand, LowRankBand
+from ...core.gated_module import cheaper_form_cost
 from ...core.svd import svd_of_product
 
 
@@ -48,12 +49,7 @@ class TxlGatedBand(GatedLowRankBand):
 
     def compact_cost(self, kept):
         factorized = kept * self.params_per_component()
-        if not self.projection_free:
-            return factorized
-        dense = self.dense_params()
-        if torch.is_tensor(factorized):  # value of the smaller form, gradient of the factorized one
-            return factorized + (factorized.detach().clamp(max=dense) - factorized.detach())
-        return min(factorized, dense)
+        return cheaper_form_cost(factorized, self.dense_params()) if self.projection_free else factorized
 
     @torch.no_grad()
     def compact(self) -> LowRankBand:
