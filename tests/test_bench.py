@@ -239,3 +239,17 @@ def test_report_only_without_results_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="no results to report from"):
         main(["--mode", "full", "--workdir", str(tmp_path), "--report-only", "--results", str(tmp_path / "none"),
               "--out", str(tmp_path / "B.md")])
+
+
+def test_layer_speed_measures_every_configuration():
+    """The layer timing benchmark runs end to end on a tiny shape (no timing is asserted)."""
+    from flop_fairseq.bench.layer_speed import SPARSITIES, kept_rank, measure
+
+    res = measure(dim=16, ffn=32, tokens=8, repeats=1)
+    models = [(r["model"], r["sparsity"]) for r in res["rows"]]
+    assert models[0] == ("dense", 0.0) and ("gated", 0.0) in models
+    for s in SPARSITIES[1:]:
+        assert {("gated", s), ("gated (all components)", s), ("compact", s)} <= set(models)
+    assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in res["rows"])
+    # the rank whose factors cost (1 - s) of the dense matrix
+    assert kept_rank(1024, 1024, 0.5) == 256 and kept_rank(1024, 4096, 0.5) == 410
