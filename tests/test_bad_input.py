@@ -177,3 +177,27 @@ def test_compact_killed_at_any_moment_leaves_no_partial_output(inputs, tmp_path)
             state = torch.load(out, weights_only=True)["model"]
             reference = reference or state
             assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
+
+
+TXL_ARGS = ["--task", "truncated_bptt_lm", "--tokens-per-sample", "16", "--batch-size", "4", "--arch",
+            "flop_transformer_xl", "--n-layer", "1", "--d-model", "16", "--n-head", "2", "--d-head", "8",
+            "--d-inner", "32", "--mem-len", "16", "--criterion", "flop_adaptive_loss", "--optimizer", "adam",
+            "--lr", "0.003", "--max-update", "1", "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0"]
+# (flags appended to a working flop_transformer_xl command, what the last line names)
+TXL_CASES = [
+    (["--cutoffs", "300,100"], "flop_transformer_xl: adaptive cutoffs must be increasing"),
+    (["--cutoffs", "100,300", "--div-val", "0"], "flop_transformer_xl: --div-val must be at least 1"),
+    (["--cutoffs", "100,300", "--n-head", "0"], "flop_transformer_xl: --n-head must be at least 1"),
+    (["--cutoffs", "100,300", "--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("extra,needle", TXL_CASES, ids=[str(i) for i in range(len(TXL_CASES))])
+def test_transformer_xl_bad_settings_are_refused_in_one_line(data_bin, tmp_path, extra, needle):
+    from conftest import USER_DIR
+
+    proc = run("fairseq-train", data_bin, "--user-dir", USER_DIR, *TXL_ARGS, *extra, "--save-dir", tmp_path / "ckpt",
+               check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and needle in last and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()

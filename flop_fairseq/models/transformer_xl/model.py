@@ -120,6 +120,10 @@ class FlopTransformerXLModel(FairseqLanguageModel, PrunableModel):
     def build_model(cls, cfg, task):
         dictionary = task.target_dictionary
         spec = spec_from_cfg(cfg, len(dictionary), dictionary.pad())
+        try:
+            spec.check()
+        except ValueError as e:  # a setting that cannot work: one line, before any training
+            raise SystemExit(f"flop_transformer_xl: {e}")
         max_positions = safe_getattr(cfg, "max_target_positions", None) or safe_getattr(
             task, "max_target_positions", None) or 1_000_000
         return cls(FlopTransformerXLDecoder(dictionary, spec, int(max_positions)))
@@ -141,6 +145,10 @@ class FlopTransformerXLModel(FairseqLanguageModel, PrunableModel):
         return {}
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        words, types = len(self.decoder.dictionary), self.vocab_size_from_state(state_dict)
+        if words != types:
+            raise SystemExit(f"flop_transformer_xl: the checkpoint was trained with {types:,} types, this "
+                             f"dictionary has {words:,}: give the data directory (dict.txt) it was trained on")
         restructure_bands(self.decoder.net, state_dict, "decoder.net.")
         match_structure(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)

@@ -42,6 +42,15 @@ class TxlSpec:
     init_keep_prob: Optional[float] = None
     temperature: float = 2.0 / 3.0
 
+    def check(self) -> None:
+        """Raises ``ValueError`` naming the first setting that cannot build a network."""
+        for name in ("d_model", "n_head", "d_head", "d_inner", "n_layer", "div_val"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.mem_len < 0:
+            raise ValueError(f"--mem-len must be >= 0, got {self.mem_len}")
+        self.band_cutoff  # noqa: B018  (raises for cutoffs that do not increase)
+
     @property
     def band_cutoff(self) -> List[int]:
         return complete_cutoff([c for c in self.cutoffs if c < self.vocab_size] or [self.vocab_size],
