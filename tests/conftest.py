@@ -98,3 +98,52 @@ def pruned(data_bin, flop_init, tmp_path_factory):
     proc = run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
                "--max-update", PRUNE_UPDATES, "--save-dir", save)
     return str(save / "checkpoint_last.pt"), proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def compact_init(flop_init, tmp_path_factory):
+    """flop-compact of the converted model (its 0.8 keep probability already zeroes some components)."""
+    out = tmp_path_factory.mktemp("compact_init") / "compact_init.pt"
+    run("flop-compact", flop_init[0], out)
+    return str(out)
+
+
+# A tiny flop_transformer_lm (|V| = 300, d = 16, bands 16/8/4 of 50/100/150 words, tied), built
+# without training: ranks small enough that the budget tests visit every component in milliseconds.
+TINY_MODEL = {
+    "_name": "flop_transformer_lm", "adaptive_input": True, "adaptive_input_cutoff": "50,150",
+    "adaptive_softmax_cutoff": "50,150", "adaptive_input_factor": 2, "adaptive_softmax_factor": 2,
+    "tie_adaptive_weights": True, "tie_adaptive_proj": True, "decoder_embed_dim": 16, "decoder_input_dim": 16,
+    "decoder_output_dim": 16, "decoder_ffn_embed_dim": 32, "decoder_layers": 1, "decoder_attention_heads": 2,
+    "tokens_per_sample": 32, "max_target_positions": 32, "dropout": 0.0,
+}
+TINY_VOCAB = 300
+
+
+@pytest.fixture(scope="session")
+def tiny_gated(tmp_path_factory):
+    """Two tiny gated FLOP checkpoints with random weights and random gates (``log_alpha`` uniform
+    in [-3, 5]: some gates 0 in the eval mask, some kept below 1, most saturated), as fairseq-train
+    would write them: ``{"bands": path, "layers": path}`` (the second with --flop-decoder-layers)."""
+    import torch
+
+    from flop_fairseq.core import gated_modules
+    from flop_fairseq.tools.checkpoint import build_model, save_checkpoint_atomic
+
+    root = tmp_path_factory.mktemp("tiny_gated")
+    paths = {}
+    for seed, (name, layers) in enumerate((("bands", False), ("layers", True))):
+        torch.manual_seed(seed)
+        cfg = dict(TINY_MODEL, flop_decoder_layers=layers)
+        model = build_model(cfg, TINY_VOCAB)
+        with torch.no_grad():
+            for _, m in gated_modules(model):
+                log_alpha = torch.rand(m.gate.n) * 8.0 - 3.0
+                m.gate.log_alpha_raw.copy_((log_alpha - m.gate.log_alpha_offset) / m.gate.lr_scale)
+        state = {"cfg": {"model": cfg, "task": {"_name": "language_modeling"}}, "args": None,
+                 "model": model.state_dict(), "extra_state": {"train_iterator": {"epoch": 1}},
+                 "optimizer_history": [{"criterion_name": "FlopAdaptiveLoss", "optimizer_name": "Adam",
+                                        "lr_scheduler_state": {"best": None}, "num_updates": 7}]}
+        paths[name] = str(root / f"{name}.pt")
+        save_checkpoint_atomic(state, paths[name], source=str(root))
+    return paths

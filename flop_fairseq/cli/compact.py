@@ -1,6 +1,8 @@
-"""``flop-compact IN.pt OUT.pt``: a physically smaller model with every pruned rank
-component removed, the eval-mode gates folded into the weights, and no gates or
-Lagrange multipliers left. It loads with ``fairseq-eval-lm --user-dir "$(flop-user-dir)"``."""
+"""``flop-compact IN.pt OUT.pt [--target-sparsity S | --target-params N]``: a physically smaller
+model with every pruned rank component removed, the eval-mode gates folded into the weights, and
+no gates or Lagrange multipliers left. It loads with ``fairseq-eval-lm --user-dir "$(flop-user-dir)"``.
+With a target, the kept components are chosen again for exactly that budget
+(:mod:`flop_fairseq.core.budget`) instead of the eval mask as trained."""
 
 import argparse
 import sys
@@ -31,6 +33,26 @@ def format_table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def add_target_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--target-sparsity S`` / ``--target-params N`` (one or neither) for flop-compact and flop-report."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--target-sparsity", type=float, metavar="S",
+                       help=f"{what} for exactly this sparsity, in [0, 1), of the dense prunable parameters "
+                            "(to within one rank component), choosing the kept components globally by their "
+                            "gates' log_alpha (default: the eval mask as trained)")
+    group.add_argument("--target-params", type=int, metavar="N",
+                       help=f"{what} for exactly N remaining prunable parameters (0 <= N <= the dense count)")
+
+
+def check_target_arguments(prog: str, args) -> None:
+    """One line and exit status 1 for a target out of range, before any checkpoint is read."""
+    s, n = args.target_sparsity, args.target_params
+    if s is not None and not 0.0 <= s < 1.0:  # also refuses nan
+        sys.exit(f"{prog}: error: --target-sparsity must be in [0, 1), got {s}")
+    if n is not None and n < 0:
+        sys.exit(f"{prog}: error: --target-params must be >= 0, got {n}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="flop-compact",
@@ -39,17 +61,23 @@ def main(argv=None):
     )
     parser.add_argument("input", help="gated FLOP checkpoint (fairseq-train with flop_adaptive_loss)")
     parser.add_argument("output", help="compact checkpoint to write (never the input)")
+    add_target_arguments(parser, "compact")
     args = parser.parse_args(argv)
+    check_target_arguments("flop-compact", args)
     quiet_logging()
     from ..tools.compact import compact
+    from ..tools.report import budget_lines
 
     try:
         with torch.no_grad():
-            res = compact(args.input, args.output)
+            res = compact(args.input, args.output, target_params=args.target_params,
+                          target_sparsity=args.target_sparsity)
     except CheckpointError as e:
         sys.exit(f"flop-compact: error: {e}")
     a = res["after"]
     print(format_table(res))
+    if res["budget"] is not None:
+        print("\n".join(budget_lines(res["budget"].summary(), res["budget_logprob_diff"])))
     print(f"flop-compact: hard sparsity {res['before'].sparsity:.4f} of prunable_params {a.prunable_params:,}; "
           f"total_params {a.total_params:,}; max |log p(gated) - log p(compact)| = {res['max_logprob_diff']:.1e}; "
           f"wrote {args.output}")

@@ -9,11 +9,13 @@
 - :mod:`.prunable_model`: how a model lists what it prunes;
 - :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
 - :mod:`.counting`: the one parameter counter and sparsity statistics;
+- :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
 - :mod:`.compaction`: gated model -> physically smaller model, and loading either.
 """
 
 from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff
 from .band import GatedLowRankBand, LowRankBand
+from .budget import Allocation, GroupAllocation, allocate, apply_allocation, gate_median, target_params_for
 from .compaction import compact_model, match_structure
 from .counting import (
     ParamCounts,
@@ -34,6 +36,7 @@ from .linear import GatedLowRankLinear, LowRankLinear
 from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
 
 __all__ = [
+    "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "target_params_for",
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
     "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",

@@ -1,22 +1,32 @@
 """What a FLOP checkpoint holds: kept rank and parameters per band and layer (``flop-report``)."""
 
 import os
+from typing import List, Optional
 
 import torch
 
-from ..core import band_rows, count_params, expected_sparsity, gated_modules, layer_rows, layer_totals
+from ..core import apply_allocation, band_rows, count_params, expected_sparsity, gated_modules, layer_rows, layer_totals
 
 
 @torch.no_grad()
-def report(model, num_updates=None) -> dict:
+def report(model, num_updates=None, allocation=None) -> dict:
     """The report as a dict (``flop-report --json``); ``num_updates`` is the checkpoint's count.
-    The counts carry :mod:`flop_fairseq.core.counting`'s names."""
+    The counts carry :mod:`flop_fairseq.core.counting`'s names.
+
+    With ``allocation`` (:func:`~flop_fairseq.core.allocate`) the model's eval mask is first
+    replaced by it, in place: rows and counts are what the allocation keeps, each band row gets
+    ``trained_kept`` (the eval mask as trained), ``budget`` holds the allocation's summary, and
+    ``expected_sparsity`` stays that of the trained gates."""
+    gated = bool(gated_modules(model))
+    expected = expected_sparsity(model).item() if gated else None
+    trained_bands = band_rows(model)
+    if allocation is not None:
+        apply_allocation(model, allocation)
     counts = count_params(model)
     layers = layer_rows(model)
-    gated = bool(gated_modules(model))
     out = {
         "sparsity": counts.sparsity,
-        "expected_sparsity": expected_sparsity(model).item() if gated else None,
+        "expected_sparsity": expected,
         "prunable_params": counts.prunable_params,
         "remaining_prunable_params": counts.remaining_prunable_params,
         "band_params": counts.band_params,
@@ -28,6 +38,10 @@ def report(model, num_updates=None) -> dict:
     }
     if layers:
         out["layers"] = {**layer_totals(layers), "per_matrix": layers}
+    if allocation is not None:
+        for row, trained in zip(out["bands"], trained_bands):
+            row["trained_kept"] = trained["kept"]
+        out["budget"] = allocation.summary()
     if num_updates is not None:
         out["num_updates"] = int(num_updates)
     lagrangian = getattr(model, "flop_lagrangian", None)
@@ -35,6 +49,23 @@ def report(model, num_updates=None) -> dict:
         out["lambda_1"] = float(lagrangian.lambda_1)
         out["lambda_2"] = float(lagrangian.lambda_2)
     return out
+
+
+def budget_lines(budget: dict, logprob_diff: Optional[float] = None) -> List[str]:
+    """What ``flop-compact`` and ``flop-report`` print about an exact-budget allocation
+    (:meth:`~flop_fairseq.core.budget.Allocation.summary`): target, achieved, the gap in parameters
+    and in units of the cheapest component not kept, and the change from the trained eval mask."""
+    unit = budget["cheapest_addable_params"]
+    gap = (f"{budget['gap_params']:,} params = {budget['gap_components']:.2f} of the cheapest component not "
+           f"kept ({unit:,} params)" if unit else f"{budget['gap_params']:,} params (every component kept)")
+    change = (f"budget: the eval mask as trained keeps {budget['trained_remaining_prunable_params']:,} "
+              f"(the allocation adds {budget['added_components']} and removes {budget['removed_components']} "
+              "rank components)")
+    if logprob_diff is not None:
+        change += f"; max |log p(budget) - log p(trained mask)| = {logprob_diff:.1e}"
+    return [f"budget: target {budget['target_params']:,} remaining prunable params (sparsity "
+            f"{budget['target_sparsity']:.4f}); achieved {budget['remaining_prunable_params']:,} (sparsity "
+            f"{budget['sparsity']:.4f}); gap {gap}", change]
 
 
 def draw_kept_ranks(ax, bands) -> None:
