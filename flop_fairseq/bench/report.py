@@ -295,7 +295,9 @@ def render(res: dict, sweep_rows, out: str, png: str) -> str:
 
 
 def write_report(res: dict, out: str, png: str, sweep_tsv: str = sweep.SWEEP_TSV) -> None:
-    text = render(res, sweep.read_sweep(sweep_tsv), out, png)
+    from .full_scale_report import keep_section
+
+    text = keep_section(out, render(res, sweep.read_sweep(sweep_tsv), out, png))
     with open(out, "w") as f:
         f.write(text)
 
