@@ -1,19 +1,22 @@
-"""``flop_adaptive_loss``: fairseq's adaptive loss plus FLOP's augmented Lagrangian."""
+"""``flop_adaptive_loss``: fairseq's adaptive loss plus FLOP's augmented Lagrangian (and, with
+``--distill-teacher``, the distillation term of ``distill_adaptive_loss``)."""
 
+import weakref
 from dataclasses import dataclass, field
 from typing import List
 
 from fairseq.criterions import register_criterion
-from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
 from fairseq.logging import metrics
 from omegaconf import II
 
 from ..core import GatedModule, expected_sparsity, gated_modules, sparsity_stats
+from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
+from .distillation import DistillationConfig, Distiller
 from .replicas import check_replicas
 
 
 @dataclass
-class FlopAdaptiveLossConfig(AdaptiveLossConfig):
+class FlopAdaptiveLossConfig(DistillationConfig):
     target_sparsity: float = field(
         default=0.5,
         metadata={"help": "fraction of the dense model's prunable parameters (adaptive bands, and "
@@ -48,8 +51,10 @@ class FlopAdaptiveLossConfig(AdaptiveLossConfig):
 
 
 @register_criterion("flop_adaptive_loss", dataclass=FlopAdaptiveLossConfig)
-class FlopAdaptiveLoss(AdaptiveLoss):
-    """``loss = adaptive_loss + sample_size * (lambda_1 (s - t) + lambda_2 (s - t)^2)``.
+class FlopAdaptiveLoss(DistillAdaptiveLoss):
+    """``loss = adaptive_loss + sample_size * (lambda_1 (s - t) + lambda_2 (s - t)^2)``; with
+    ``--distill-teacher``, ``adaptive_loss`` becomes ``(1 - a) adaptive_loss + a T^2 KL`` (see
+    :class:`DistillAdaptiveLoss`).
 
     The multipliers take one gradient-ascent step per update (see
     :class:`AugmentedLagrangian`); the gates learn through the model's optimizer.
@@ -60,9 +65,11 @@ class FlopAdaptiveLoss(AdaptiveLoss):
     Lagrangian term, the hard (eval-mask) sparsity and each band's kept rank.
     """
 
+    NAME = "flop_adaptive_loss"
+
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
-                 lambda_lr_scale, lambda2_init=50.0, lr=1.0, check_replicas=False):
-        super().__init__(task, sentence_avg)
+                 lambda_lr_scale, lambda2_init=50.0, lr=1.0, check_replicas=False, distiller: Distiller = None):
+        super().__init__(task, sentence_avg, distiller)
         self.check_replicas = check_replicas
         self._checked_update = -1
         self.lambda2_init = lambda2_init
@@ -70,15 +77,13 @@ class FlopAdaptiveLoss(AdaptiveLoss):
         self.target_sparsity = target_sparsity
         self.sparsity_warmup_updates = sparsity_warmup_updates
         self.gate_lr_scale = gate_lr_scale
+        # a weak reference: a module attribute would make the model a submodule of the criterion,
+        # whose state_dict fairseq saves, i.e. a second copy of the model in every checkpoint
         self._configured = None
 
     @classmethod
     def build_criterion(cls, cfg: FlopAdaptiveLossConfig, task):
-        if cfg.ddp_backend in {"c10d", "pytorch_ddp"}:
-            raise SystemExit(
-                "flop_adaptive_loss: the adaptive softmax skips unused clusters, which PyTorch "
-                "DistributedDataParallel does not allow; add --ddp-backend legacy_ddp"
-            )
+        check_ddp_backend(cfg, cls.NAME)
         if not 0.0 <= cfg.target_sparsity < 1.0:
             raise SystemExit(f"flop_adaptive_loss: --target-sparsity must be in [0, 1), got {cfg.target_sparsity}")
         if cfg.sparsity_warmup_updates < 0:
@@ -87,13 +92,15 @@ class FlopAdaptiveLoss(AdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
+        # the teacher loads last: a bad FLOP flag is reported without waiting for it
+        distiller = Distiller.from_config(cfg, task, cls.NAME)
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
                    cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
-                   check_replicas=cfg.check_replicas)
+                   check_replicas=cfg.check_replicas, distiller=distiller)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
-        if self._configured is model:
+        if self._configured is not None and self._configured() is model:
             return
         lagrangian = getattr(model, "flop_lagrangian", None)
         if lagrangian is None or not gated_modules(model):
@@ -105,7 +112,7 @@ class FlopAdaptiveLoss(AdaptiveLoss):
                              lambda_2_init=self.lambda2_init)
         for _, m in gated_modules(model):
             m.gate.set_lr_scale(self.gate_lr_scale)
-        self._configured = model
+        self._configured = weakref.ref(model)
 
     def forward(self, model, sample, reduce=True):
         self._configure(model)
@@ -136,7 +143,7 @@ class FlopAdaptiveLoss(AdaptiveLoss):
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        AdaptiveLoss.reduce_metrics(logging_outputs)
+        DistillAdaptiveLoss.reduce_metrics(logging_outputs)
         weight = sum(log.get("flop_weight", 0) for log in logging_outputs)
         if not weight:
             return

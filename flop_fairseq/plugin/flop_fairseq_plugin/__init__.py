@@ -1,5 +1,6 @@
 """fairseq ``--user-dir``: registers the FLOP models (``flop_transformer_lm``,
-``flop_transformer_xl`` and their arch presets), the ``flop_adaptive_loss`` criterion and
+``flop_transformer_xl`` and their arch presets), the ``flop_adaptive_loss`` and
+``distill_adaptive_loss`` criteria and
 fairseq's ``truncated_bptt_lm`` task, and makes ``checkpoint_last.pt`` SIGKILL-safe. Find its
 path with ``flop-user-dir``: ``fairseq-train --user-dir "$(flop-user-dir)" ...``."""
 
