@@ -7,6 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["flop_fairseq", "flop_fairseq.*"]),
+    # the fairseq-hydra-train configs (`flop-user-dir --recipes`): data, not a package
+    package_data={"flop_fairseq": ["recipes/*.yaml"]},
     python_requires=">=3.9",
     # fairseq itself is installed with --no-deps (its metadata pins torchaudio,
     # which would replace torch): see scripts/setup_env.sh and the README.

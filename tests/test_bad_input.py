@@ -1,5 +1,10 @@
 """Every tool refuses bad input before any work: one line on stderr naming the problem, a
-non-zero exit, no traceback, nothing written. One table; a new case is one line."""
+non-zero exit, no traceback, nothing written. One table; a new case is one line.
+
+The rows run in one process (tests/cli_driver.py), each through the real entry point
+of its console script: a process per row spent most of this file's time importing fairseq.
+Only what needs processes of its own has them: the compaction the inputs need (so the
+compacted-twice check compares two processes) and the SIGKILL test."""
 
 import os
 import pickle
@@ -7,7 +12,8 @@ import pickle
 import pytest
 import torch
 
-from conftest import run
+from cli_driver import drive
+from conftest import MODEL_ARGS, REPO, TRAIN_ARGS, USER_DIR, run
 
 SENTINEL = "/tmp/flop_fairseq_test_unpickled_code_ran"
 
@@ -55,49 +61,9 @@ CASES = [(tool, name, needle) for tool in ("flop-convert", "flop-compact", "flop
 ]
 
 
-@pytest.fixture(scope="module")
-def inputs(dense_checkpoint, pruned, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bad")
-    compact = tmp / "compact.pt"
-    run("flop-compact", pruned[0], compact)
-    return _inputs(tmp, dense_checkpoint, pruned[0], str(compact))
-
-
-@pytest.mark.parametrize("tool,name,needle", CASES, ids=[f"{t}-{n}" for t, n, _ in CASES])
-def test_bad_input_is_refused_in_one_line(inputs, tmp_path, tool, name, needle):
-    if os.path.exists(SENTINEL):
-        os.unlink(SENTINEL)
-    out = tmp_path / "out.pt"
-    args = [inputs[name]] + ([] if tool == "flop-report" else [out])
-    proc = run(tool, *args, check=False)
-    assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
-    assert not os.path.exists(SENTINEL), "unpickling ran code"
-
-
-@pytest.mark.parametrize("tool", ["flop-convert", "flop-compact"])
-def test_output_in_a_missing_directory_is_refused(inputs, tmp_path, tool):
-    src = inputs["dense" if tool == "flop-convert" else "gated"]
-    proc = run(tool, src, tmp_path / "no" / "such" / "dir" / "out.pt", check=False)
-    assert proc.returncode != 0 and "output directory does not exist" in proc.stderr, proc.stderr
-    assert proc.stderr.strip().count("\n") == 0
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_compacting_twice_gives_identical_tensors(inputs, tmp_path):
-    for name in ("a.pt", "b.pt"):
-        run("flop-compact", inputs["gated"], tmp_path / name)
-    a, b = (torch.load(tmp_path / n, weights_only=True)["model"] for n in ("a.pt", "b.pt"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-
 
 def _train_args(data_bin, save, **changes):
     """The suite's FLOP training command with flags replaced (value None drops a flag)."""
-    from conftest import MODEL_ARGS, TRAIN_ARGS, USER_DIR
-
     flags, model = {}, list(MODEL_ARGS)
     i = 0
     while i < len(model):  # flag -> value ('' for a switch)
@@ -125,34 +91,125 @@ TRAIN_CASES = [
     ({"--flop-layer-rank-ratio": "1.5", "--flop-decoder-layers": ""}, "--flop-layer-rank-ratio must be in (0, 1]"),
 ]
 
+TXL_ARGS = ["--task", "truncated_bptt_lm", "--tokens-per-sample", "16", "--batch-size", "4", "--arch",
+            "flop_transformer_xl", "--n-layer", "1", "--d-model", "16", "--n-head", "2", "--d-head", "8",
+            "--d-inner", "32", "--mem-len", "16", "--criterion", "flop_adaptive_loss", "--optimizer", "adam",
+            "--lr", "0.003", "--max-update", "1", "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0"]
+# (flags appended to a working flop_transformer_xl command, what the last line names)
+TXL_CASES = [
+    (["--cutoffs", "300,100"], "flop_transformer_xl: adaptive cutoffs must be increasing"),
+    (["--cutoffs", "100,300", "--div-val", "0"], "flop_transformer_xl: --div-val must be at least 1"),
+    (["--cutoffs", "100,300", "--n-head", "0"], "flop_transformer_xl: --n-head must be at least 1"),
+    (["--cutoffs", "100,300", "--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
+]
 
-@pytest.mark.parametrize("changes,needle", TRAIN_CASES, ids=[str(i) for i in range(len(TRAIN_CASES))])
-def test_fairseq_train_refuses_bad_settings_in_one_line(data_bin, tmp_path, changes, needle):
-    proc = run("fairseq-train", *_train_args(data_bin, tmp_path / "ckpt", **changes), check=False)
-    assert proc.returncode != 0, proc.stderr[-2000:]
-    assert needle in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+@pytest.fixture(scope="module")
+def inputs(dense_checkpoint, pruned, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    compact = tmp / "compact.pt"
+    run("flop-compact", pruned[0], compact)
+    return _inputs(tmp, dense_checkpoint, pruned[0], str(compact))
 
 
-def test_eval_lm_with_another_dictionary_says_so(inputs, tmp_path, data_bin):
+def _rows(inputs, data_bin, tmp):
+    """Every invocation of this file: {"id", "tool", "args", "watch" (a directory to list after), "fresh"}."""
+    rows = []
+
+    def row(row_id, tool, *args, fresh=False):
+        watch = tmp / row_id
+        watch.mkdir()
+        rows.append({"id": row_id, "tool": tool, "args": [str(a) for a in args], "watch": str(watch),
+                     "fresh": fresh})
+        return watch
+
+    # fairseq answering before our plugin is imported needs a process that has not imported it: first
+    row("eval-lm-no-user-dir", "fairseq-eval-lm", data_bin, "--path", inputs["compact"], "--cpu",
+        "--gen-subset", "test", fresh=True)
+    for tool, name, _ in CASES:
+        out = tmp / f"{tool}-{name}" / "out.pt"
+        row(f"{tool}-{name}", tool, inputs[name], *([] if tool == "flop-report" else [out]))
+    for tool in ("flop-convert", "flop-compact"):
+        out = tmp / f"{tool}-missing-dir" / "no" / "such" / "dir" / "out.pt"
+        row(f"{tool}-missing-dir", tool, inputs["dense" if tool == "flop-convert" else "gated"], out)
+    row("compact-again", "flop-compact", inputs["gated"], tmp / "compact-again" / "compact.pt")
+    for i, (changes, _) in enumerate(TRAIN_CASES):
+        row(f"train-{i}", "fairseq-train", *_train_args(data_bin, tmp / f"train-{i}" / "ckpt", **changes))
+    for i, (extra, _) in enumerate(TXL_CASES):
+        row(f"txl-{i}", "fairseq-train", data_bin, "--user-dir", USER_DIR, *TXL_ARGS, *extra, "--save-dir",
+            tmp / f"txl-{i}" / "ckpt")
+    row("eval-lm-other-dict", "fairseq-eval-lm", tmp / "other-bin", "--user-dir",
+        f"{os.path.dirname(os.path.dirname(__file__))}/user_dir", "--path", inputs["compact"], "--cpu",
+        "--gen-subset", "test")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def driven(inputs, data_bin, tmp_path_factory):
+    """id -> the driver's result for every row (rc, stdout, stderr, last, files, sentinel)."""
     import shutil
 
-    other = tmp_path / "bin"
-    shutil.copytree(data_bin, other)
-    with open(other / "dict.txt", "a") as f:
+    tmp = tmp_path_factory.mktemp("rows")
+    shutil.copytree(data_bin, tmp / "other-bin")
+    with open(tmp / "other-bin" / "dict.txt", "a") as f:
         f.write("zzzextraword 1\n")
-    proc = run("fairseq-eval-lm", other, "--user-dir", f"{os.path.dirname(os.path.dirname(__file__))}/user_dir",
-               "--path", inputs["compact"], "--cpu", "--gen-subset", "test", check=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and "this dictionary has" in last and "Traceback" not in proc.stderr, last
+    results, log = drive(_rows(inputs, data_bin, tmp), str(tmp), cwd=REPO)  # where run() starts the tools
+    return {"results": results, "log": log, "tmp": tmp}
 
 
-def test_eval_lm_without_user_dir_fails_as_the_readme_says(inputs, data_bin):
+def _result(driven, row_id):
+    res = driven["results"].get(row_id)
+    assert res is not None, f"the driver gave no result for {row_id}: {driven['log']}"
+    assert "error" not in res, res.get("error")
+    return res
+
+
+@pytest.mark.parametrize("tool,name,needle", CASES, ids=[f"{t}-{n}" for t, n, _ in CASES])
+def test_bad_input_is_refused_in_one_line(driven, tool, name, needle):
+    res = _result(driven, f"{tool}-{name}")
+    assert res["rc"] != 0 and needle in res["stderr"], res["stderr"]
+    assert res["stderr"].strip().count("\n") == 0 and "Traceback" not in res["stderr"], res["stderr"]
+    assert res["files"] == []  # no output, no temporary file
+    assert not res["sentinel"], "unpickling ran code"
+
+
+@pytest.mark.parametrize("tool", ["flop-convert", "flop-compact"])
+def test_output_in_a_missing_directory_is_refused(driven, tool):
+    res = _result(driven, f"{tool}-missing-dir")
+    assert res["rc"] != 0 and "output directory does not exist" in res["stderr"], res["stderr"]
+    assert res["stderr"].strip().count("\n") == 0
+    assert res["files"] == []
+
+
+def test_compacting_twice_gives_identical_tensors(driven, inputs):
+    """The fixture's compaction (its own process) against the driver's, of the same checkpoint."""
+    res = _result(driven, "compact-again")
+    assert res["rc"] == 0, res["stderr"][-2000:]
+    paths = (inputs["compact"], driven["tmp"] / "compact-again" / "compact.pt")
+    a, b = (torch.load(p, weights_only=True)["model"] for p in paths)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("changes,needle", TRAIN_CASES, ids=[str(i) for i in range(len(TRAIN_CASES))])
+def test_fairseq_train_refuses_bad_settings_in_one_line(driven, changes, needle):
+    res = _result(driven, f"train-{TRAIN_CASES.index((changes, needle))}")
+    assert res["rc"] != 0, res["stderr"][-2000:]
+    assert needle in res["last"] and "Traceback" not in res["stderr"], res["stderr"][-2000:]
+    assert "ckpt/checkpoint_last.pt" not in res["files"]
+
+
+def test_eval_lm_with_another_dictionary_says_so(driven):
+    res = _result(driven, "eval-lm-other-dict")
+    last = res["last"]
+    assert res["rc"] != 0 and "this dictionary has" in last and "Traceback" not in res["stderr"], last
+
+
+def test_eval_lm_without_user_dir_fails_as_the_readme_says(driven):
     """fairseq itself answers here, before our code is imported: the README quotes its last line."""
-    proc = run("fairseq-eval-lm", data_bin, "--path", inputs["compact"], "--cpu", "--gen-subset", "test",
-               check=False)
-    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == "KeyError: \"'_name'\"", \
-        proc.stderr[-2000:]
+    res = _result(driven, "eval-lm-no-user-dir")
+    assert res["rc"] != 0 and res["last"] == "KeyError: \"'_name'\"", res["stderr"][-2000:]
 
 
 def test_compact_killed_at_any_moment_leaves_no_partial_output(inputs, tmp_path):
@@ -179,25 +236,9 @@ def test_compact_killed_at_any_moment_leaves_no_partial_output(inputs, tmp_path)
             assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
 
 
-TXL_ARGS = ["--task", "truncated_bptt_lm", "--tokens-per-sample", "16", "--batch-size", "4", "--arch",
-            "flop_transformer_xl", "--n-layer", "1", "--d-model", "16", "--n-head", "2", "--d-head", "8",
-            "--d-inner", "32", "--mem-len", "16", "--criterion", "flop_adaptive_loss", "--optimizer", "adam",
-            "--lr", "0.003", "--max-update", "1", "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0"]
-# (flags appended to a working flop_transformer_xl command, what the last line names)
-TXL_CASES = [
-    (["--cutoffs", "300,100"], "flop_transformer_xl: adaptive cutoffs must be increasing"),
-    (["--cutoffs", "100,300", "--div-val", "0"], "flop_transformer_xl: --div-val must be at least 1"),
-    (["--cutoffs", "100,300", "--n-head", "0"], "flop_transformer_xl: --n-head must be at least 1"),
-    (["--cutoffs", "100,300", "--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
-]
-
-
 @pytest.mark.parametrize("extra,needle", TXL_CASES, ids=[str(i) for i in range(len(TXL_CASES))])
-def test_transformer_xl_bad_settings_are_refused_in_one_line(data_bin, tmp_path, extra, needle):
-    from conftest import USER_DIR
-
-    proc = run("fairseq-train", data_bin, "--user-dir", USER_DIR, *TXL_ARGS, *extra, "--save-dir", tmp_path / "ckpt",
-               check=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and needle in last and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+def test_transformer_xl_bad_settings_are_refused_in_one_line(driven, extra, needle):
+    res = _result(driven, f"txl-{TXL_CASES.index((extra, needle))}")
+    last = res["last"]
+    assert res["rc"] != 0 and needle in last and "Traceback" not in res["stderr"], res["stderr"][-2000:]
+    assert "ckpt/checkpoint_last.pt" not in res["files"]
