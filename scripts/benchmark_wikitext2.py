@@ -2,8 +2,11 @@
 """FLOP against post-hoc SVD, AGP magnitude pruning and small dense models on WikiText-2
 (``make bench`` / ``make bench-full``): the entry point of :mod:`flop_fairseq.bench`.
 
-    python scripts/benchmark_wikitext2.py --mode quick|full [--data DIR] [--workdir DIR]
+    python scripts/benchmark_wikitext2.py --mode quick|full|short [--data DIR] [--workdir DIR]
         [--out BENCHMARKS.md] [--plot PNG] [--jobs N] [--threads N] [--report-only]
+
+``full`` is the users'-regime benchmark, ``quick`` its pipeline check, ``short`` the previous
+benchmark (whose committed record the full report quotes).
 
 ``--help`` lists the flags; ``flop_fairseq/bench/cli.py`` describes the run. The steps also
 run this script's hidden subcommands (``svd-truncate``, ``scratch-init``, ``count-params``,

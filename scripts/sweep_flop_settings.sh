@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The FLOP settings sweep behind BENCHMARKS.md ("FLOP sparsity trajectories and tuning"):
-# prunes the WikiText-2 benchmark's dense model (after `make bench-full`) with one set of
+# prunes the short-regime WikiText-2 benchmark's dense model (after `scripts/benchmark_wikitext2.py --mode short`) with one set of
 # flop_adaptive_loss settings per run of the grid, compacts, evaluates on valid and test,
 # appends one line per run to SWEEP_DIR/results.txt and records it in the sweep's TSV
 # (benchmarks/wikitext2/sweep.tsv, which BENCHMARKS.md renders). Settings are chosen on
@@ -8,7 +8,7 @@
 #
 #   bash scripts/sweep_flop_settings.sh [BENCH_DIR] [SWEEP_DIR] [CONFIGS] [TSV]
 #
-# BENCH_DIR: the benchmark's work directory (default bench_run/full); SWEEP_DIR: where runs
+# BENCH_DIR: the benchmark's work directory (default bench_run/short); SWEEP_DIR: where runs
 # go (default BENCH_DIR/sweep); TSV: the grid and results file (default
 # benchmarks/wikitext2/sweep.tsv); CONFIGS: a file of lines
 #   NAME flop   TARGET UPDATES WARMUP LAMBDA_LR_SCALE GATE_LR_SCALE LAMBDA2_INIT
@@ -18,7 +18,7 @@
 # line exists in SWEEP_DIR/results.txt are skipped.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=$(realpath "${1:-$REPO/bench_run/full}")
+BENCH=$(realpath "${1:-$REPO/bench_run/short}")
 SWEEP=$(realpath -m "${2:-$BENCH/sweep}")
 CONFIGS=${3:-}
 TSV=$(realpath -m "${4:-$REPO/benchmarks/wikitext2/sweep.tsv}")
@@ -27,7 +27,7 @@ DATA=$BENCH/../data/bin
 DENSE=$BENCH/dense/ckpt/checkpoint_last.pt
 INIT=$BENCH/convert/flop_init.pt
 for f in "$DATA/dict.txt" "$DENSE" "$INIT"; do
-    [ -f "$f" ] || { echo "sweep: $f is missing; run 'make bench-full' first" >&2; exit 2; }
+    [ -f "$f" ] || { echo "sweep: $f is missing; run 'scripts/benchmark_wikitext2.py --mode short' first" >&2; exit 2; }
 done
 mkdir -p "$SWEEP"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=ignore

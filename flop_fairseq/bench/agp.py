@@ -3,7 +3,9 @@ to prune") of the band matrices of a dense fairseq model: the unstructured basel
 
 The prunable weights are the dense model's band matrices as its FLOP model lists them
 (``dense_prunable_tensors``: the adaptive input/softmax embeddings and projections, a tied
-one once; the softmax's ``class_proj`` is pruned by neither), the set FLOP prunes.
+one once; the softmax's ``class_proj`` is pruned by neither), the set FLOP prunes; with
+``--agp-layers`` also the weight matrices of every decoder layer's attention and FFN (the
+set ``--flop-decoder-layers`` adds; biases are pruned by neither).
 
 Before every training forward the criterion ``agp_adaptive_loss`` sets the target sparsity
 
@@ -16,7 +18,9 @@ not yet pruned, so a pruned weight stays pruned. The mask is re-applied before e
 forward; the optimizer step after the last forward can give masked weights a tiny value
 again (Adam's momentum), which :func:`finalize` removes. The tensors stay dense: no fewer
 FLOPs, no speed-up; the parameter count is the number of non-zero weights. Needs
-``--update-freq 1`` (one forward per update).
+``--update-freq 1`` (one forward per update). ``--distill-teacher`` etc. add the distillation
+term of ``distill_adaptive_loss`` (the criterion extends it), so AGP gets the same option as
+FLOP and the structured baselines.
 """
 
 from dataclasses import dataclass, field
@@ -63,42 +67,63 @@ def dense_prunable(model) -> list:
     raise SystemExit(f"agp: {type(model).__name__} has no band matrices a FLOP model knows to prune")
 
 
+def layer_matrices(model) -> list:
+    """The attention/FFN weight matrices of every decoder layer, those ``--flop-decoder-layers``
+    factorizes (the model's own list, so both prune the same set)."""
+    from ..models.transformer_lm.model import LAYER_MATRICES
+
+    return [layer.get_submodule(path).weight for layer in model.decoder.layers for path in LAYER_MATRICES]
+
+
+def agp_prunable(model, layers: bool) -> list:
+    """What AGP prunes: the band matrices, and with ``layers`` the layer matrices too."""
+    return dense_prunable(model) + (layer_matrices(model) if layers else [])
+
+
 def register_criterion():
     """Registers ``agp_adaptive_loss`` (fairseq's ``adaptive_loss`` plus the pruning) with fairseq."""
     from fairseq.criterions import register_criterion as register
-    from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
     from fairseq.logging import metrics
 
+    from ..criterions.distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
+    from ..criterions.distillation import DistillationConfig, Distiller
+
     @dataclass
-    class AgpAdaptiveLossConfig(AdaptiveLossConfig):
+    class AgpAdaptiveLossConfig(DistillationConfig):
         agp_target_sparsity: float = field(default=0.5, metadata={"help": "final sparsity s_f of every band matrix"})
         agp_begin_update: int = field(default=0, metadata={"help": "update t_0 at which pruning starts"})
         agp_end_update: int = field(default=1000, metadata={"help": "update T at which s_t reaches s_f"})
         agp_frequency: int = field(default=1, metadata={"help": "recompute the mask every this many updates"})
+        agp_layers: bool = field(default=False, metadata={
+            "help": "also prune the attention/FFN weight matrices of every decoder layer (each to s_t)"})
 
     @register("agp_adaptive_loss", dataclass=AgpAdaptiveLossConfig)
-    class AgpAdaptiveLoss(AdaptiveLoss):
-        """fairseq's ``adaptive_loss`` with AGP magnitude pruning of the band matrices."""
+    class AgpAdaptiveLoss(DistillAdaptiveLoss):
+        """fairseq's ``adaptive_loss`` (plus distillation with ``--distill-teacher``) with AGP
+        magnitude pruning of the band matrices (and the layer matrices with ``--agp-layers``)."""
 
-        def __init__(self, task, sentence_avg, target, begin, end, frequency):
-            super().__init__(task, sentence_avg)
+        NAME = "agp_adaptive_loss"
+
+        def __init__(self, task, sentence_avg, target, begin, end, frequency, layers=False, distiller=None):
+            super().__init__(task, sentence_avg, distiller)
             self.target, self.begin, self.end, self.frequency = target, begin, end, max(1, frequency)
+            self.layers = layers
             self.step = 0
             self.masks = None
             self.current = 0.0
 
         @classmethod
         def build_criterion(cls, cfg, task):
-            if cfg.ddp_backend in {"c10d", "pytorch_ddp"}:
-                raise SystemExit("agp_adaptive_loss: add --ddp-backend legacy_ddp")
+            check_ddp_backend(cfg, cls.NAME)
             if not 0.0 <= cfg.agp_target_sparsity < 1.0:
                 raise SystemExit("agp_adaptive_loss: --agp-target-sparsity must be in [0, 1)")
             return cls(task, cfg.sentence_avg, cfg.agp_target_sparsity, cfg.agp_begin_update,
-                       cfg.agp_end_update, cfg.agp_frequency)
+                       cfg.agp_end_update, cfg.agp_frequency, cfg.agp_layers,
+                       Distiller.from_config(cfg, task, cls.NAME))
 
         @torch.no_grad()
         def _prune(self, model):
-            params = dense_prunable(model)
+            params = agp_prunable(model, self.layers)
             if self.masks is None:
                 self.masks = [torch.ones_like(p, dtype=torch.bool) for p in params]
             s = agp_sparsity(self.step, self.target, self.begin, self.end)
@@ -120,7 +145,7 @@ def register_criterion():
 
         @staticmethod
         def reduce_metrics(logging_outputs) -> None:
-            AdaptiveLoss.reduce_metrics(logging_outputs)
+            DistillAdaptiveLoss.reduce_metrics(logging_outputs)
             weight = sum(log.get("agp_weight", 0) for log in logging_outputs)
             if weight:
                 value = sum(log.get("agp_sparsity", 0) for log in logging_outputs) / weight
@@ -130,15 +155,18 @@ def register_criterion():
 
 
 @torch.no_grad()
-def finalize(in_path: str, out_path: str, sparsity: float) -> dict:
-    """Zeroes exactly ``round(sparsity * numel)`` smallest weights of every band matrix of a
-    trained checkpoint, writes it without the optimizer state and returns the counts."""
+def finalize(in_path: str, out_path: str, sparsity: float, layers: bool = False) -> dict:
+    """Zeroes exactly ``round(sparsity * numel)`` smallest weights of every band matrix (and
+    with ``layers`` every layer matrix) of a trained checkpoint, writes it without the
+    optimizer state and returns the counts."""
     from ..core import count_params
     from ..tools.checkpoint import load_any_model, save_checkpoint_atomic
 
     state, model, prunable = load_any_model(in_path)
     if not prunable:
         raise SystemExit(f"agp finalize: {in_path}: not a dense model with band matrices")
+    if layers:
+        prunable = prunable + layer_matrices(model)
     changed = 0
     max_zeroed, min_kept = 0.0, float("inf")
     for w in prunable:
@@ -180,18 +208,20 @@ def main(argv=None) -> None:
         parser.add_argument("input")
         parser.add_argument("output")
         parser.add_argument("--sparsity", type=float, required=True)
+        parser.add_argument("--layers", action="store_true", help="the layer matrices too (--agp-layers)")
         parser.add_argument("--json", action="store_true")
         args = parser.parse_args(argv[1:])
         if not 0.0 <= args.sparsity < 1.0:
             parser.error("--sparsity must be in [0, 1)")
         quiet_logging()
         try:
-            result = finalize(args.input, args.output, args.sparsity)
+            result = finalize(args.input, args.output, args.sparsity, args.layers)
         except CheckpointError as e:
             raise SystemExit(f"agp finalize: {e}")
         print(json.dumps(result, indent=2) if args.json else
-              f"agp finalize: {result['nonzero_prunable_params']:,} of {result['prunable_params']:,} band weights "
-              f"non-zero (sparsity {result['sparsity']:.4f}); {result['weights_zeroed_by_finalize']} re-zeroed "
+              f"agp finalize: {result['nonzero_prunable_params']:,} of {result['prunable_params']:,} weights of the "
+              f"pruned matrices non-zero (sparsity {result['sparsity']:.4f}); "
+              f"{result['weights_zeroed_by_finalize']} re-zeroed "
               f"(largest |w| {result['max_abs_zeroed']:.2e}; smallest kept {result['min_abs_kept']:.2e}); "
               f"wrote {args.output}")
         return

@@ -4,7 +4,9 @@ Both keep ``budget_ranks`` components per band. ``flop-convert`` initialises eve
 the SVD of the dense band with its components ordered by singular value, largest first, so
 truncating to rank ``r`` is opening the gates of the first ``r`` components and closing the
 others, then ``flop-compact``. The small model has the same ranks, freshly initialised.
-(AGP, the unstructured baseline, is :mod:`.agp`.)
+A whole model (``--flop-decoder-layers``: attention/FFN matrices factorized too, also from
+their SVDs) keeps ``matrix_ranks`` components per matrix as well. (AGP, the unstructured
+baseline, is :mod:`.agp`.)
 """
 
 import json
@@ -45,6 +47,17 @@ def budget_ranks(bands: Sequence, sparsity: float) -> List[int]:
     return ranks
 
 
+def matrix_ranks(matrices: Sequence, sparsity: float) -> List[int]:
+    """Per layer matrix, the largest rank whose factors cost at most ``(1 - sparsity)`` of the
+    dense matrix (``k (in + out) <= (1 - s) in out``): every matrix keeps the same fraction of
+    its parameters, the layers' analogue of ``budget_ranks``' per-band shares. The rest of the
+    budget (under one component per matrix) is left unused rather than moved between groups:
+    which group deserves it is what a pruning method decides, not this baseline."""
+    if sparsity <= 0.0:  # the dense matrix itself fits (a factorized form costs more at high rank)
+        return [m.rank for m in matrices]
+    return [min(m.rank, int((1.0 - sparsity) * m.dense_params() // m.params_per_component())) for m in matrices]
+
+
 @torch.no_grad()
 def keep_leading(bands: Sequence, ranks: Sequence[int]) -> None:
     """Opens the gates of the first ``ranks[i]`` components of band ``i``, closes the others."""
@@ -67,9 +80,24 @@ def parse_ranks(text: str, bands: Sequence) -> List[int]:
     return ranks
 
 
-def _allocation(sparsity, stats, ranks, full) -> dict:
-    return {"target_sparsity": sparsity, "sparsity": stats.sparsity, "ranks": ranks, "full_ranks": full,
-            "kept_params": stats.remaining_prunable_params, "prunable_params": stats.prunable_params}
+def _allocation(sparsity, stats, ranks, full, layer_ranks=(), layer_full=()) -> dict:
+    out = {"target_sparsity": sparsity, "sparsity": stats.sparsity, "ranks": ranks, "full_ranks": full,
+           "kept_params": stats.remaining_prunable_params, "prunable_params": stats.prunable_params}
+    if layer_ranks:
+        out.update(layer_ranks=list(layer_ranks), layer_full_ranks=list(layer_full))
+    return out
+
+
+def _truncate_matrices(model, sparsity: Optional[float]) -> tuple:
+    """``(kept ranks, full ranks)`` of the layer matrices of a whole (``--flop-decoder-layers``)
+    model, their gates set to keep the ``matrix_ranks`` leading components; ``((), ())`` for a
+    bands-only model or without a sparsity (explicit ``--ranks`` name the bands only)."""
+    matrices = [m for _, m in model.flop_layer_matrices()]
+    if not matrices or sparsity is None:
+        return (), ()
+    ranks = matrix_ranks(matrices, sparsity)
+    keep_leading(matrices, ranks)
+    return ranks, [m.rank for m in matrices]
 
 
 def svd_truncate(input_path: str, output_path: str, sparsity: Optional[float], ranks_text: Optional[str]) -> dict:
@@ -82,10 +110,11 @@ def svd_truncate(input_path: str, output_path: str, sparsity: Optional[float], r
     bands = [slot.module for slot in model.flop_bands()]
     ranks = parse_ranks(ranks_text, bands) if ranks_text else budget_ranks(bands, sparsity)
     keep_leading(bands, ranks)
+    layer_ranks, layer_full = _truncate_matrices(model, sparsity)
     stats = sparsity_stats(model)
     state["model"] = model.state_dict()
     save_checkpoint_atomic(state, output_path, input_path)
-    return _allocation(sparsity, stats, ranks, [b.rank for b in bands])
+    return _allocation(sparsity, stats, ranks, [b.rank for b in bands], layer_ranks, layer_full)
 
 
 def _fresh_checkpoint(cfg, model) -> dict:
@@ -122,6 +151,7 @@ def scratch_init(data: str, sparsity: float, seed: int, output_path: str, fairse
     full = [b.rank for b in bands]
     ranks = budget_ranks(bands, sparsity)
     keep_leading(bands, ranks)
+    layer_ranks, layer_full = _truncate_matrices(model, sparsity)
     stats = sparsity_stats(model)
     compact_model(model)
     with torch.no_grad():  # fresh initialisation at the new rank (as fairseq's AdaptiveInput: std dim^-0.5)
@@ -133,8 +163,27 @@ def scratch_init(data: str, sparsity: float, seed: int, output_path: str, fairse
                     torch.nn.init.xavier_uniform_(p)
             if b.padding_idx is not None:
                 b.emb[b.padding_idx].zero_()
+        for _, m in model.flop_layer_matrices():
+            _fresh_matrix(m)
     save_checkpoint_atomic(_fresh_checkpoint(cfg, model), output_path, data)
-    return _allocation(sparsity, stats, ranks, full)
+    return _allocation(sparsity, stats, ranks, full, layer_ranks, layer_full)
+
+
+@torch.no_grad()
+def _fresh_matrix(m) -> None:
+    """A compact layer matrix freshly initialised: an ``nn.Linear`` as PyTorch does, the two
+    factors of a ``LowRankLinear`` of rank ``k`` with std ``(3k)^-1/4 in^-1/4`` each, so that
+    their product has a default ``nn.Linear``'s variance ``1 / (3 in)`` (the rule
+    ``GatedLowRankLinear`` initialises by; the gated factors before compaction had it at full
+    rank, so only ``k / rank`` of it is left)."""
+    from ..core.linear import LowRankLinear
+
+    if isinstance(m, LowRankLinear):
+        std = (1.0 / (3.0 * max(m.rank, 1))) ** 0.25 / m.in_features ** 0.25
+        torch.nn.init.normal_(m[0].weight, std=std)
+        torch.nn.init.normal_(m[1].weight, std=std)
+    elif isinstance(m, torch.nn.Linear):
+        m.reset_parameters()
 
 
 def print_allocation(alloc: dict) -> None:

@@ -1,18 +1,22 @@
 """FLOP against post-hoc SVD, AGP magnitude pruning and small dense models on WikiText-2.
 
-    python scripts/benchmark_wikitext2.py --mode quick|full [--data DIR] [--workdir DIR]
+    python scripts/benchmark_wikitext2.py --mode quick|full|short [--data DIR] [--workdir DIR]
                                           [--out BENCHMARKS.md] [--plot PNG] [--jobs N] [--threads N]
                                           [--report-only]
 
-One dense fairseq ``transformer_lm`` (tied adaptive input/softmax) is trained once. Then,
-for every budget of remaining band ("embedding") parameters -- 50%, 30%, 10% of the dense
-model's -- FLOP, SVD truncation (with and without fine-tuning), AGP magnitude pruning and a
-small model trained from scratch are made and evaluated with ``fairseq-eval-lm`` on the
-validation and test splits (:mod:`flop_fairseq.bench.experiments` has the steps). Writes
+One dense fairseq ``transformer_lm`` (tied adaptive input/softmax) is trained once; then,
+for every budget, FLOP and the baselines are made from it and evaluated with
+``fairseq-eval-lm`` on the validation and test splits. ``--mode full`` is the users'-regime
+benchmark (:mod:`flop_fairseq.bench.experiments_users`: longer pre-training, the FLOP recipe
+with fine-tuning, exact budgets and distillation, whole-model budgets, an ablation);
+``--mode quick`` the same graph with small D and F, a pipeline check; ``--mode short`` the
+previous benchmark (:mod:`flop_fairseq.bench.experiments`, D = 1000, F = 250, bands only),
+whose record ``benchmarks/wikitext2/short/results.json`` the full report quotes. Writes
 ``--out`` (BENCHMARKS.md), a PNG of perplexity against parameters (``--plot``, default
 ``docs/bench_wikitext2.png`` next to ``--out``) and the run's results record
 (``benchmarks/wikitext2/MODE/results.json``, committed: ``--report-only`` renders the report
-from it when the work directory holds no finished run).
+from it when the work directory holds no finished run, and says so in one line, exit status
+1, when there is none).
 
 Every step prints its commands before running them and caches its results in
 ``WORKDIR/MODE/STEP/``: a rerun skips finished steps and reruns a step whose commands, inputs
@@ -31,10 +35,17 @@ import sys
 import time
 
 from . import settings
-from .collect import collect, load_results, results_dir, save_results
+from .collect import RESULTS_FILE, collect, load_results, results_dir, save_results
+from .collect_users import collect_users, is_users_record
+from .estimate import simulate
 from .experiments import build_steps
+from .experiments_users import build_users_steps
 from .runner import Runner
 from .settings import REPO
+
+# the step graph and the record of each mode: the previous benchmark's, or the users' regime
+GRAPHS = {"short": (build_steps, collect)}
+USERS_GRAPH = (build_users_steps, collect_users)
 
 
 def parse_args(argv):
@@ -85,27 +96,64 @@ def _run(runner: Runner) -> None:
     runner.run()
 
 
+def _committed(args, committed: str) -> dict:
+    """The committed record of the mode; for the users' regime, a record of the previous
+    benchmark (the file it replaces) counts as none."""
+    res = load_results(committed)
+    if args.mode != "short" and not is_users_record(res):
+        raise SystemExit(f"benchmark: no results to report from: {os.path.join(committed, RESULTS_FILE)} holds the "
+                         f"previous (short-regime) benchmark's record, not this one's; run --mode {args.mode} first")
+    return res
+
+
+def _finished(runner: Runner, models: dict) -> bool:
+    """Whether the work directory holds a finished run of this graph: the parameter counts of
+    every one of its models (a work directory of the other benchmark has other models)."""
+    path = os.path.join(runner.dir("params"), "params.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return set(models) <= set(json.load(f))
+
+
+def _print_estimate(runner: Runner) -> None:
+    """What estimate.py's cost model expects of the steps left (and of the whole graph)."""
+    left, whole = simulate(runner), simulate(runner, pending_only=False)
+    if whole["summed_s"] > 0:
+        print(f"benchmark: estimate on a machine doing nothing else (estimate.py): {left['steps']} steps left, "
+              f"~{left['wall_s'] / 60:.0f} min wall-clock with --jobs {runner.jobs} ({left['summed_s'] / 60:.0f} min "
+              f"of step time); the whole graph ~{whole['wall_s'] / 60:.0f} min", flush=True)
+
+
 def _results(args, runner: Runner, mode_name: str, cfg: dict, data: str, data_root: str) -> dict:
     """Runs (unless --report-only) and collects the record; --report-only without a finished run
     in the work directory reads the committed record instead."""
-    models = build_steps(runner, data, cfg, data_root)
+    build, gather = GRAPHS.get(args.mode, USERS_GRAPH)
+    models = build(runner, data, cfg, data_root)
     # preprocess writes into workdir/data/bin, outside its step directory: cached by dict.txt
     if os.path.isfile(os.path.join(data_root, "bin", "dict.txt")) and not runner.done(runner.steps["preprocess"]):
         runner.mark_done(runner.steps["preprocess"])
     committed = results_dir(mode_name, args.results, runner.root)
     if args.report_only:
-        if not os.path.isfile(os.path.join(runner.dir("params"), "params.json")):
+        if not _finished(runner, models):
             print(f"benchmark: no finished run in {runner.root}: reporting the committed results", flush=True)
-            return load_results(committed)
+            return _committed(args, committed)
         for n in runner.order:
             runner.load_timing(n)
     else:
+        _print_estimate(runner)
         _run(runner)
-    results = collect(runner, models, args.mode, cfg, data, data_root, args.jobs, args.threads)
+    results = gather(runner, models, args.mode, cfg, data, data_root, args.jobs, args.threads)
     with open(os.path.join(runner.root, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(f"benchmark: results {save_results(results, committed)}", flush=True)
     return results
+
+
+def _short_record():
+    """The previous benchmark's committed record (the users' report quotes it), or None."""
+    path = os.path.join(results_dir("short", None, ""), RESULTS_FILE)
+    return load_results(os.path.dirname(path)) if os.path.isfile(path) else None
 
 
 def main(argv=None) -> None:
@@ -140,10 +188,18 @@ def main(argv=None) -> None:
           f"pruning/fine-tuning updates), work directory {runner.root}", flush=True)
     start = time.time()
     results = _results(args, runner, mode_name, cfg, data, data_root)
-    from .plot import plot
-    from .report import write_report
+    os.makedirs(os.path.dirname(out), exist_ok=True)  # WORKDIR/MODE/ of a report-only run that never ran
+    if args.mode == "short":
+        from .plot import plot
+        from .report import write_report
 
-    plot(results, png)
-    write_report(results, out, png)
+        plot(results, png)
+        write_report(results, out, png)
+    else:
+        from .plot import plot_users
+        from .report_users import write_users_report
+
+        plot_users(results, png)
+        write_users_report(results, _short_record(), out, png)
     print(f"benchmark: wrote {out}\nbenchmark: plot {png}\nbenchmark: wall time {(time.time() - start) / 60:.1f} min",
           flush=True)

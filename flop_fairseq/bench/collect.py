@@ -191,7 +191,7 @@ def results_dir(mode_name: str, override: Optional[str], workdir_mode: str) -> s
     cache's own ``committed/`` for the hidden smaller variants (so they never touch the checkout)."""
     if override:
         return os.path.abspath(override)
-    if mode_name in ("quick", "full"):
+    if mode_name in ("quick", "full", "short"):
         return os.path.join(RESULTS_DIR, mode_name)
     return os.path.join(workdir_mode, "committed")
 

@@ -103,6 +103,9 @@ def shape_section(rows, shape) -> List[str]:
               "dense `adaptive_loss` = 1.00x): " + ", ".join(
                   f"{'0' if n.endswith('_0') else n.rsplit('_', 1)[1]}% pruned {train_wps(n) / ref_train:.2f}x"
                   for n in curve) + "."]
+    failed = sorted({f"{label(r['model'])}: {r['error']}" for r in rs if r["measure"] == "generate" and "error" in r})
+    if failed:
+        L += ["", "Sampling failed (no figure): " + "; ".join(failed) + "."]
     loads = [r["load"] for r in rs if r["measure"] in ("eval_lm", "generate", "train")]
     if loads:
         L += ["", f"1-minute load average at the end of each measurement: median {statistics.median(loads):.1f}, "

@@ -58,3 +58,18 @@ def flop_trajectory(log_path: str) -> List[dict]:
                 rows.append({k: float(v) for k, v in kv.items()
                              if k in TRAJECTORY_FIELDS or k.startswith("kept_")})
     return rows
+
+
+def valid_curve(log_path: str) -> List[dict]:
+    """``[{num_updates, loss, ppl}]`` of fairseq-train's validation lines (``| valid | ...``),
+    in the log's order; an update validated twice (an epoch's end on an interval) once."""
+    points = {}
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if "| valid | epoch" not in line:
+                continue
+            kv = dict(_EPOCH_FIELD.findall(line.rstrip()))
+            if {"num_updates", "loss", "ppl"} <= set(kv):
+                n = int(float(kv["num_updates"]))
+                points[n] = {"num_updates": n, "loss": float(kv["loss"]), "ppl": float(kv["ppl"])}
+    return [points[n] for n in sorted(points)]

@@ -52,6 +52,7 @@ class Step:
     files: List[str] = field(default_factory=list)  # repo files it runs outside the hash: their hashes count
     post: Optional[Callable[["Step", str], None]] = None  # (step, step_dir) -> writes result files
     key: str = ""
+    est_s: float = 0.0  # estimated seconds on a quiet machine (estimate.py); not part of the key
 
 
 def step_key(cmds: Sequence[Cmd], dep_keys: Sequence[str], code_hash: Optional[str],

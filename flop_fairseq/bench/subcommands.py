@@ -2,7 +2,7 @@
 
     benchmark_wikitext2.py svd-truncate IN OUT (--sparsity S | --ranks R0,R1,...)   > alloc.json
     benchmark_wikitext2.py scratch-init --data BIN --sparsity S --seed N --output OUT -- FAIRSEQ-TRAIN ARGS
-    benchmark_wikitext2.py count-params LABEL=CKPT ...                             > params.json
+    benchmark_wikitext2.py count-params [--layers] LABEL=CKPT ...                  > params.json
     benchmark_wikitext2.py flags model|train N|eval SPLIT     (one flag per line, for the sweep)
 """
 
@@ -61,17 +61,20 @@ def _scratch_init(argv) -> None:
 
 
 def _count_params(argv) -> None:
-    """The counter's named counts of every checkpoint (:func:`checkpoint_counts`)."""
+    """The counter's named counts of every checkpoint (:func:`checkpoint_counts`), plus the
+    layer matrices' (:func:`.counts.layer_matrix_counts`) with ``--layers``."""
     from ..tools.checkpoint_counts import checkpoint_counts
+    from .counts import model_counts
 
     p = argparse.ArgumentParser(prog="benchmark_wikitext2.py count-params")
     p.add_argument("models", nargs="+", help="LABEL=CHECKPOINT")
+    p.add_argument("--layers", action="store_true", help="also count the decoder layers' attention/FFN matrices")
     a = p.parse_args(argv)
     bad = [m for m in a.models if "=" not in m]
     if bad:
         p.error(f"models are LABEL=CHECKPOINT, got {bad[0]!r}")
-    print(json.dumps({label: checkpoint_counts(path) for label, path in (m.split("=", 1) for m in a.models)},
-                     indent=2))
+    count = model_counts if a.layers else checkpoint_counts
+    print(json.dumps({label: count(path) for label, path in (m.split("=", 1) for m in a.models)}, indent=2))
 
 
 def main(argv) -> None:

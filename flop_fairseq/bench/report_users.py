@@ -1,0 +1,223 @@
+"""BENCHMARKS.md of the users'-regime benchmark (``--mode quick|full``) from its results record
+(:mod:`.collect_users`): set-up, the dense curve, a table per budget, the ablation, what the
+numbers say, speed; then the short-regime record's headline rows (:mod:`.report`) and the
+FLOP settings sweep. Every number comes from the records; the prose that reads them is here.
+"""
+
+import datetime
+import os
+
+from . import report, sweep
+from .report_users_sections import dense_curve_section, setup_section, speed_section
+
+LABEL = {
+    "dense": "dense after D (unpruned)", "dense+ft": "dense after D + F (unpruned reference)",
+    "flop": "FLOP recipe", "flop+kd": "FLOP recipe + distillation",
+    "svd+ft": "SVD truncation + fine-tuning", "svd+ft+kd": "SVD truncation + fine-tuning + distillation",
+    "agp": "AGP magnitude pruning (unstructured)", "agp+kd": "AGP + distillation (unstructured)",
+    "small": "small dense from scratch (D + F)",
+    "flop-noft": "FLOP over all of F, exact budget", "flop-noft-plain": "FLOP over all of F, as trained",
+    "flop-noft+kd": "FLOP over all of F, exact budget, + distillation",
+    "flop-noft-plain+kd": "FLOP over all of F, as trained, + distillation",
+}
+HEADLINE = ("flop", "flop+kd", "svd+ft", "svd+ft+kd", "agp", "agp+kd", "small")
+BASELINES = ("svd+ft", "agp", "small")  # compared with FLOP at every budget (their +kd twins where run)
+ABLATION = ("flop+kd", "flop", "flop-noft", "flop-noft-plain", "flop-noft+kd", "flop-noft-plain+kd")
+
+
+def scope_text(b: dict) -> str:
+    return "the band parameters" if b["scope"] == "bands" else "the all prunable parameters"
+
+
+def budget_label(b: dict) -> str:
+    return f"{1 - b['sparsity']:.0%} of {scope_text(b)}"
+
+
+def rel(a: float, b: float) -> str:
+    """``a`` relative to ``b`` as a signed percentage (test ppl: negative is better)."""
+    return f"{(a / b - 1) * 100:+.1f}%"
+
+
+def _structure(x: dict) -> str:
+    """Kept ranks of the bands (and the layer matrices' kept / full rank, summed)."""
+    if x["method"].startswith("agp"):
+        return "dense tensors, sparse"
+    if not x.get("ranks"):
+        return "full"
+    out = report._ranks(x["ranks"])
+    if x.get("layer_rank"):
+        out += f"; layers {x['layer_kept']}/{x['layer_rank']}"
+    return out
+
+
+def table(rows: list) -> list:
+    L = ["| method | band params kept | % of dense bands | all prunable kept | % of all | total params | "
+         "weights MiB | ranks | valid ppl | test ppl | eval tok/s |",
+         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for x in rows:
+        tok = f"{x['eval_tokens_per_s']:,.0f}" + (" (no speed-up)" if x["method"].startswith("agp") else "")
+        L.append(f"| {LABEL[x['method']]} | {x['band_params']:,} | {x['band_fraction']:.1%} | {x['all_params']:,} | "
+                 f"{x['all_fraction']:.1%} | {x['total_params']:,} | {x['model_mib']:.2f} | {_structure(x)} | "
+                 f"{x['valid_ppl']:.1f} | {x['test_ppl']:.1f} | {tok} |")
+    return L
+
+
+def results_section(res: dict, by: dict, rel_png: str) -> list:
+    st = res["setup"]
+    L = ["## Results\n",
+         "Band params = the adaptive input/softmax band matrices; all prunable = those plus every attention/FFN "
+         "matrix (weights; biases are pruned by no method); for AGP the non-zero ones. Total params = the whole "
+         "model (AGP: non-zero; it stores all of the dense model's). Weights MiB = the fp32 state dict (the "
+         "checkpoint files of fine-tuned models also hold Adam's state). Ranks = kept rank of each band (full "
+         f"{report._ranks(b['rank'] for b in res['model_facts']['bands'])}), and for whole-model budgets the "
+         "kept / full rank summed over the layer matrices. Eval tok/s = fairseq-eval-lm on the test split, "
+         "with other processes running (noisy; the Speed section has the controlled timings). Nothing was "
+         "tuned in this run: every setting is fixed beforehand (FLOP's by the short-regime sweep on "
+         "validation), so no choice was made on test.\n",
+         "### Unpruned references\n"] + table([by[("dense", None)], by[("dense+ft", None)]]) + [""]
+    for b in st["budgets"]:
+        rows = [by[(m, b["key"])] for m in HEADLINE if (m, b["key"]) in by]
+        L += [f"### {budget_label(b)} (target sparsity {b['sparsity']:g})\n"] + table(rows) + [""]
+    L += [f"![test perplexity against kept parameters]({rel_png})\n"]
+    return L + ablation_section(res, by) + summary(res, by)
+
+
+def ablation_section(res: dict, by: dict) -> list:
+    st, ph = res["setup"], res["setup"]["phases"]
+    key = st["ablation"]["budget"]
+    b = next(x for x in st["budgets"] if x["key"] == key)
+    base = by.get(("flop+kd", key)) or by[("flop", key)]
+    F = res["config"]["finetune_updates"]
+    L = [f"### Ablation ({budget_label(b)})\n",
+         f"Each ingredient of the recipe on and off. The recipe prunes {ph['prune']} updates (target reached at "
+         f"{ph['warmup']}), compacts to the exact budget and fine-tunes {ph['finetune']}; \"over all of F\" "
+         f"prunes all {F} updates (target reached at {ph['warmup_all']}, the short-regime schedule) and is "
+         f"compacted at the end, to the exact budget or as trained (the eval mask's own count). Relative "
+         f"change of test ppl against the {LABEL[base['method']]}.\n",
+         "| variant | pruning updates | fine-tuning updates | exact budget | distillation | band params kept | "
+         "valid ppl | test ppl | test vs recipe |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
+    for m in ABLATION:
+        x = by.get((m, key))
+        if x is None:
+            continue
+        noft = m.startswith("flop-noft")
+        L.append(f"| {LABEL[m]} | {F if noft else ph['prune']} | {0 if noft else ph['finetune']} | "
+                 f"{'no' if 'plain' in m else 'yes'} | {'yes' if m.endswith('+kd') else 'no'} | "
+                 f"{x['band_fraction']:.1%} | {x['valid_ppl']:.1f} | {x['test_ppl']:.1f} | "
+                 f"{rel(x['test_ppl'], base['test_ppl']) if x is not base else '--'} |")
+    return L + [""]
+
+
+def budget_summary(b: dict, by: dict) -> str:
+    """One budget: who wins, and FLOP's recipe against each baseline (with distillation too where run)."""
+    key = b["key"]
+    rows = [by[(m, key)] for m in HEADLINE if (m, key) in by]
+    best = min(rows, key=lambda x: x["test_ppl"])
+    flop = by[("flop", key)]
+    parts = [f"{LABEL[m]} {by[(m, key)]['test_ppl']:.1f} (FLOP {rel(flop['test_ppl'], by[(m, key)]['test_ppl'])})"
+             for m in BASELINES]
+    text = (f"- **{budget_label(b)}**: lowest test ppl {best['test_ppl']:.1f}, "
+            + ("the FLOP recipe's" if best["method"].startswith("flop") else f"**{LABEL[best['method']]}**")
+            + (" (with distillation)" if best["method"].endswith("+kd") and best["method"].startswith("flop") else "")
+            + f". FLOP recipe {flop['test_ppl']:.1f} against " + ", ".join(parts) + ".")
+    if ("flop+kd", key) in by:
+        kd = by[("flop+kd", key)]
+        other = {m: by[(m + "+kd", key)] for m in BASELINES if (m + "+kd", key) in by}
+        twins = [f"{LABEL[m + '+kd']} {x['test_ppl']:.1f} (FLOP+kd {rel(kd['test_ppl'], x['test_ppl'])})"
+                 for m, x in other.items()]
+        text += f" With distillation: FLOP recipe {kd['test_ppl']:.1f} against " + ", ".join(twins) + "."
+    return text
+
+
+def summary(res: dict, by: dict) -> list:
+    """What the numbers say: every claim computed from the rows."""
+    st, cfg = res["setup"], res["config"]
+    D, F = cfg["dense_updates"], cfg["finetune_updates"]
+    L = ["### What the numbers say\n", "Test perplexity; in parentheses FLOP's relative difference (negative: FLOP "
+         "is better).\n"]
+    L += [budget_summary(b, by) for b in st["budgets"]]
+    for m in BASELINES:
+        wins = [budget_label(b) for b in st["budgets"]
+                if by[("flop", b["key"])]["test_ppl"] < by[(m, b["key"])]["test_ppl"]]
+        L.append(f"- The FLOP recipe (no distillation) beats {LABEL[m]} at {len(wins)} of {len(st['budgets'])} "
+                 f"budgets" + (f": {'; '.join(wins)}." if wins else "."))
+    for b in st["budgets"]:
+        key = b["key"]
+        pairs = [(m, by[(m, key)], by[(m + "+kd", key)]) for m in ("flop", "svd+ft", "agp") if (m + "+kd", key) in by]
+        if pairs:
+            L.append(f"- Distillation at {budget_label(b)}: test ppl " + "; ".join(
+                f"{LABEL[m]} {a['test_ppl']:.1f} -> {k['test_ppl']:.1f} ({rel(k['test_ppl'], a['test_ppl'])})"
+                for m, a, k in pairs) + ". Its cost is in the Speed section.")
+    ref, dft = by[("dense", None)], by[("dense+ft", None)]
+    L.append(f"- Unpruned: the dense model after D = {D} updates has test ppl {ref['test_ppl']:.1f}, after D + F = "
+             f"{D + F} updates {dft['test_ppl']:.1f}: the pruned models are compared with the latter, which had "
+             f"the same {F} updates more (and the same data) without losing any parameter.")
+    L.append("- Budgets met: the FLOP recipe kept " + "; ".join(
+        exact_budget_text(by[("flop", b["key"])], b) for b in st["budgets"]) + ". SVD and small models are at "
+        "or just under their budget by construction; AGP is exact, but unstructured (no smaller tensors, no "
+        "speed-up).")
+    return L + [""]
+
+
+def exact_budget_text(x: dict, b: dict) -> str:
+    """What the FLOP recipe kept of a budget's scope, and what the eval mask as trained would have
+    kept (the exact-budget allocation's additions and removals)."""
+    kept = x["band_fraction" if b["scope"] == "bands" else "all_fraction"]
+    text = f"{kept:.2%} of {scope_text(b)} for a {1 - b['sparsity']:.0%} target"
+    a = x.get("budget_alloc")
+    if a:
+        trained = a["trained_remaining_prunable_params"] * (1 - a["sparsity"]) / max(a["remaining_prunable_params"], 1)
+        text += (f" (the eval mask as trained: {trained:.2%}; the exact allocation added {a['added_components']} "
+                 f"and removed {a['removed_components']} rank components)")
+    return text
+
+
+def short_regime_section(short: dict) -> list:
+    """The previous benchmark's headline rows, from its committed record, and the settings sweep."""
+    L = ["## Short regime (previous benchmark)\n"]
+    if short is None:
+        return L + ["`benchmarks/wikitext2/short/results.json` is not in this checkout.\n"]
+    cfg = short["config"]
+    when = datetime.datetime.fromtimestamp(short["timing"]["began"]).strftime("%Y-%m-%d")
+    by = {(x["method"], x["budget"]): x for x in short["rows"]}
+    winners = []
+    for s in short["setup"]["budgets"]:
+        best = min((x for x in short["rows"] if x["budget"] == s), key=lambda x: x["test_ppl"])
+        winners.append(f"{report.METHOD_LABEL[best['method']]} at {report._pct(s)}")
+    L += [f"The benchmark before this one ({when}; record `benchmarks/wikitext2/short/results.json`): the same "
+          f"model and data, dense pre-training D = {cfg['dense_updates']} updates, pruning budget F = "
+          f"{cfg['finetune_updates']}, FLOP over all of F without fine-tuning phase, distillation or exact "
+          "budget (its hard count lands near the target), budgets of the band parameters only. Lowest test "
+          f"perplexity: {'; '.join(winners)}.\n"]
+    L += report.results_table(short, by) + ["", "The FLOP settings this benchmark uses were chosen by the sweep "
+                                             "below, on the short regime's dense model (validation perplexity):\n"]
+    return L + report.sweep_section(sweep.read_sweep()) + [""]
+
+
+def header(res: dict) -> list:
+    t, e = res["timing"], res["estimate"]
+    began = datetime.datetime.fromtimestamp(t["began"]).strftime("%Y-%m-%d %H:%M") if t["began"] else "?"
+    return ["# FLOP on WikiText-2 in the users' regime: against SVD truncation, AGP and small dense models\n",
+            f"Generated by `scripts/benchmark_wikitext2.py --mode {res['mode']}` on "
+            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}. Wall-clock from the first step's start "
+            f"({began}) to the last step's end: {t['elapsed_s'] / 60:.1f} min (including any pause between "
+            f"invocations); summed step times {t['summed_step_s'] / 60:.1f} min with up to {res['run']['jobs']} "
+            f"steps at once. The cost model of `flop_fairseq/bench/estimate.py` puts this graph at "
+            f"{e['wall_s'] / 60:.0f} min of wall-clock ({e['summed_s'] / 60:.0f} min summed) on a machine doing "
+            "nothing else.\n"]
+
+
+def render(res: dict, short, out: str, png: str) -> str:
+    by = {(x["method"], x["budget"]): x for x in res["rows"]}
+    rel_png = os.path.relpath(png, os.path.dirname(os.path.abspath(out)))
+    L = header(res) + setup_section(res, by) + dense_curve_section(res, by) + results_section(res, by, rel_png)
+    L += speed_section(res) + short_regime_section(short) + report.commands_section(res)
+    return "\n".join(L)
+
+
+def write_users_report(res: dict, short, out: str, png: str) -> None:
+    from .full_scale_report import keep_section
+
+    text = keep_section(out, render(res, short, out, png))
+    with open(out, "w") as f:
+        f.write(text)
