@@ -164,30 +164,97 @@ def main(rows_path, results_path):
             rc, out, err = _captured(lambda: _exit_code(fn))
         lines = err.strip().splitlines()
         results[row["id"]] = {"rc": rc, "stdout": out, "stderr": err, "last": lines[-1] if lines else "",
-                              "files": _files(row.get("watch")), "sentinel": os.path.exists(SENTINEL)}
+                              "files": _files(row.get("watch")), "sentinel": os.path.exists(SENTINEL),
+                              "flop_fairseq": getattr(sys.modules.get("flop_fairseq"), "__file__", None)}
         with open(results_path, "w") as f:  # after every row: a crash still leaves the rows before it
             json.dump(results, f)
         print(f"{row['id']}: {time.monotonic() - start:.1f}s, rc {rc}: {results[row['id']]['last'][:200]}",
               flush=True)
 
 
-def drive(rows, workdir, cwd=None):
+def drive(rows, workdir, cwd=None, python=None, env=None):
     """For a test: runs ``rows`` in one driver process started in ``cwd`` (default ``workdir``,
-    which gets rows.json and results.json). Returns (id -> result, the driver's exit and output
-    tail); a row missing from the results is one the driver did not get to."""
+    which gets rows.json and results.json), by ``python`` (default this interpreter) with ``env``
+    (default this process's). Returns (id -> result, the driver's exit and output tail); a row
+    missing from the results is one the driver did not get to."""
     import subprocess
 
     rows_path, results_path = os.path.join(workdir, "rows.json"), os.path.join(workdir, "results.json")
     with open(rows_path, "w") as f:
         json.dump(rows, f)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), rows_path, results_path],
+    proc = subprocess.run([str(python or sys.executable), os.path.abspath(__file__), rows_path, results_path],
                           cwd=cwd or workdir, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+                          env=dict(env or os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
     log = f"driver exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     if not os.path.exists(results_path):
         return {}, log
     with open(results_path) as f:
         return json.load(f), log
+
+
+class Ran:
+    """One row's result read the way tests read ``subprocess.run``'s: returncode, stdout, stderr."""
+
+    def __init__(self, res):
+        self.returncode, self.stdout, self.stderr = res["rc"], res["stdout"], res["stderr"]
+        self.flop_fairseq = res.get("flop_fairseq")  # where the row's flop_fairseq came from
+
+
+class Batch:
+    """A test's chain of CLI calls, collected with ``add`` and run in one driver process by ``run``,
+    in order (a call may read what an earlier one wrote, not what it printed). ``add`` takes what
+    conftest.run takes and returns a key; ``batch[key]`` is then a ``Ran``. As with conftest.run,
+    a failed call with ``check`` (the default) raises: ``run`` raises for the first one (unless told
+    not to), ``batch[key]`` for that one."""
+
+    def __init__(self):
+        self.rows, self.checks, self.results, self.log = [], {}, None, ""
+
+    def add(self, tool, *args, check=True):
+        key = f"{len(self.rows)}-{tool}"
+        self.rows.append({"id": key, "tool": tool, "args": [str(a) for a in args]})
+        self.checks[key] = check
+        return key
+
+    def report_json(self, path):
+        """conftest.report_json as a call of this batch: a function giving the report."""
+        key = self.add("flop-report", path, "--json")
+        return lambda: json.loads(self[key].stdout)
+
+    def eval_lm(self, data_bin, path, *extra):
+        """conftest.eval_lm (the same command) as a call of this batch: a function giving
+        (loss in base 2, perplexity)."""
+        from conftest import USER_DIR
+
+        key = self.add("fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--path", path, "--cpu",
+                       "--tokens-per-sample", "64", "--max-tokens", "1024", "--gen-subset", "test", *extra)
+
+        def result():
+            from flop_fairseq.tools.fairseq_log import parse_eval_lm
+
+            proc = self[key]
+            res = parse_eval_lm(proc.stdout + proc.stderr)
+            assert res, proc.stdout + proc.stderr
+            return res["loss_base2"], res["ppl"]
+        return result
+
+    def run(self, workdir, check=True, **kw):
+        """``drive``'s keywords (cwd, python, env); workdir gets the driver's rows and results.
+        ``check=False``: a failed call raises only where its result is read (calls shared by tests)."""
+        os.makedirs(workdir, exist_ok=True)
+        self.results, self.log = drive(self.rows, str(workdir), **kw)
+        for row in self.rows if check else []:
+            if self.checks[row["id"]]:
+                self[row["id"]]
+        return self
+
+    def __getitem__(self, key):
+        res = self.results.get(key)
+        assert res is not None and "error" not in res, f"the driver gave no result for {key}: {self.log}"
+        ran = Ran(res)
+        if self.checks[key] and ran.returncode != 0:
+            raise AssertionError(f"{key} failed ({ran.returncode}):\n{ran.stdout[-4000:]}\n{ran.stderr[-4000:]}")
+        return ran
 
 
 if __name__ == "__main__":

@@ -1,30 +1,59 @@
 """Pruning adaptive input/softmax bands through the real CLIs: fairseq-train (dense) ->
-flop-convert -> fairseq-train --criterion flop_adaptive_loss -> flop-report."""
+flop-convert -> fairseq-train --criterion flop_adaptive_loss -> flop-report.
+
+The short CLI calls run in one process (tests/cli_driver.py), each through its console script's
+entry point: a process per call spent most of its time importing fairseq. The interrupted and
+resumed training keeps its processes: a resume is a new process's."""
 
 import re
 
+import pytest
 import torch
 
-from conftest import PRUNE_ARGS, PRUNE_UPDATES, TARGET, TRAIN_ARGS, eval_lm, report_json, run
+from cli_driver import Batch
+from conftest import PRUNE_ARGS, PRUNE_UPDATES, REPO, TARGET, TRAIN_ARGS, run
+
 
 def _dict_size(data_bin):
     with open(f"{data_bin}/dict.txt") as f:
         return 4 + sum(1 for _ in f)
 
 
-def test_convert_preserves_the_dense_function(data_bin, dense_checkpoint, tmp_path):
-    out = tmp_path / "exact.pt"
-    proc = run("flop-convert", dense_checkpoint, out)  # default init: eval mask exactly 1
-    diff = float(re.search(r"= ([0-9.e+-]+)", proc.stdout).group(1))
+@pytest.fixture(scope="module")
+def driven(data_bin, dense_checkpoint, flop_init, pruned, tmp_path_factory):
+    """The CLI calls of the tests that take it, in one batch: name -> a function giving its result
+    (parsed for report_json and eval_lm), which raises as conftest.run would for a failed call."""
+    tmp = tmp_path_factory.mktemp("pruning")
+    batch = Batch()
+    got = {}
+    got["convert"] = batch.add("flop-convert", dense_checkpoint, tmp / "exact.pt")  # default init: eval mask exactly 1
+    got["dense_eval"], got["exact_eval"] = batch.eval_lm(data_bin, dense_checkpoint), batch.eval_lm(data_bin,
+                                                                                                     tmp / "exact.pt")
+    got["init_report"], got["pruned_report"] = batch.report_json(flop_init[0]), batch.report_json(pruned[0])
+    got["pruned_eval"] = batch.eval_lm(data_bin, pruned[0])
+    args = [a for a in TRAIN_ARGS]
+    i = args.index("--ddp-backend")
+    del args[i:i + 2]
+    got["ddp"] = batch.add("fairseq-train", data_bin, *args, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
+                           "--max-update", 1, "--save-dir", tmp / "ddp", check=False)
+    got["scratch"] = batch.add("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--max-update", 10, "--save-dir",
+                               tmp / "scratch")
+    got["scratch_report"] = batch.report_json(tmp / "scratch" / "checkpoint_last.pt")
+    batch.run(tmp / "driver", check=False, cwd=REPO)  # a failed call fails the tests that read it
+    return {k: (lambda key=v: batch[key]) if isinstance(v, str) else v for k, v in got.items()}
+
+
+def test_convert_preserves_the_dense_function(driven):
+    diff = float(re.search(r"= ([0-9.e+-]+)", driven["convert"]().stdout).group(1))
     assert diff < 1e-4
-    dense_loss, dense_ppl = eval_lm(data_bin, dense_checkpoint)
-    flop_loss, flop_ppl = eval_lm(data_bin, out)
+    dense_loss, dense_ppl = driven["dense_eval"]()
+    flop_loss, flop_ppl = driven["exact_eval"]()
     assert abs(flop_loss - dense_loss) / dense_loss < 1e-4
     assert abs(flop_ppl - dense_ppl) / dense_ppl < 1e-3
 
 
-def test_convert_counts_dense_parameters_exactly(data_bin, flop_init):
-    rep = report_json(flop_init[0])
+def test_convert_counts_dense_parameters_exactly(data_bin, driven):
+    rep = driven["init_report"]()
     v = _dict_size(data_bin)
     d = 128
     # band 0: embedding 500 x 128 + input projection 128 x 128 (its tied output has no projection);
@@ -40,8 +69,8 @@ def test_convert_counts_dense_parameters_exactly(data_bin, flop_init):
     assert rep["bands"][2]["params_after"] == (32 - 6) * (v - 1500 + d)
 
 
-def test_pruning_reaches_the_target(pruned):
-    rep = report_json(pruned[0])
+def test_pruning_reaches_the_target(driven):
+    rep = driven["pruned_report"]()
     assert abs(rep["sparsity"] - TARGET) <= 0.01, rep
     assert rep["remaining_prunable_params"] == sum(b["params_after"] for b in rep["bands"])
     assert rep["num_updates"] == PRUNE_UPDATES
@@ -62,9 +91,9 @@ def test_training_log_shows_the_sparsity_figures(pruned):
     assert valid and all("lagrangian" not in l and "sparsity" not in l for l in valid)
 
 
-def test_pruned_model_still_predicts(data_bin, dense_checkpoint, pruned):
-    dense_loss, _ = eval_lm(data_bin, dense_checkpoint)
-    loss, _ = eval_lm(data_bin, pruned[0])
+def test_pruned_model_still_predicts(driven):
+    dense_loss, _ = driven["dense_eval"]()
+    loss, _ = driven["pruned_eval"]()
     assert loss < dense_loss * 1.15  # 60% of the embedding parameters gone, within 15% loss
 
 
@@ -82,19 +111,15 @@ def test_interrupted_and_resumed_run_ends_in_the_same_state(data_bin, flop_init,
     assert a["flop_lagrangian.lambdas"][0].item() != 0.0
 
 
-def test_default_ddp_backend_is_refused_with_a_clear_message(data_bin, flop_init, tmp_path):
-    args = [a for a in TRAIN_ARGS]
-    i = args.index("--ddp-backend")
-    del args[i:i + 2]
-    proc = run("fairseq-train", data_bin, *args, *PRUNE_ARGS, "--finetune-from-model", flop_init[0],
-               "--max-update", 1, "--save-dir", tmp_path, check=False)
+def test_default_ddp_backend_is_refused_with_a_clear_message(driven):
+    proc = driven["ddp"]()
     assert proc.returncode != 0
     assert "--ddp-backend legacy_ddp" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_training_from_scratch_without_convert(data_bin, tmp_path):
-    run("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--max-update", 10, "--save-dir", tmp_path)
-    rep = report_json(tmp_path / "checkpoint_last.pt")
+def test_training_from_scratch_without_convert(driven):
+    driven["scratch"]()
+    rep = driven["scratch_report"]()
     assert rep["gated"] and rep["num_updates"] == 10
 
 
@@ -113,16 +138,22 @@ def test_convert_refuses_what_it_cannot_convert(dense_checkpoint, flop_init, tmp
         state["model"][key] = state["model"][key][:, :5].clone()
 
     cases = {"no adaptive input": no_adaptive, "do not fit": bad_shape}
-    for needle, edit in cases.items():
-        bad = tmp_path / "bad.pt"
+    batch, keys = Batch(), {}
+    for i, (needle, edit) in enumerate(cases.items()):  # each case its own files: what one leaves is its own
+        bad = tmp_path / f"bad{i}.pt"
         _corrupt(dense_checkpoint, bad, edit)
-        out = tmp_path / "out.pt"
-        proc = run("flop-convert", bad, out, check=False)
+        keys[needle] = batch.add("flop-convert", bad, tmp_path / f"out{i}.pt", check=False)
+    flop = batch.add("flop-convert", flop_init[0], tmp_path / "out.pt", check=False)
+    missing = batch.add("flop-convert", tmp_path / "missing.pt", tmp_path / "out.pt", check=False)
+    batch.run(tmp_path / "driver", cwd=REPO)
+    for i, needle in enumerate(cases):
+        out = tmp_path / f"out{i}.pt"
+        proc = batch[keys[needle]]
         assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not out.exists()
-    proc = run("flop-convert", flop_init[0], tmp_path / "out.pt", check=False)
+    proc = batch[flop]
     assert proc.returncode != 0 and "already a FLOP checkpoint" in proc.stderr
-    proc = run("flop-convert", tmp_path / "missing.pt", tmp_path / "out.pt", check=False)
+    proc = batch[missing]
     assert proc.returncode != 0 and "no such checkpoint" in proc.stderr
     assert not (tmp_path / "out.pt").exists()

@@ -1,5 +1,9 @@
 """After a non-editable install (a wheel), outside the checkout: ``--user-dir "$(flop-user-dir)"``
-trains, and flop-compact, flop-report, fairseq-eval-lm and the hub interface work."""
+trains, and flop-compact, flop-report, fairseq-eval-lm and the hub interface work.
+
+The training and the CLIs after it run in one process of the installed environment's python
+(tests/cli_driver.py, which imports only the standard library before it calls them): a process
+per call spent most of its time importing fairseq."""
 
 import os
 import subprocess
@@ -9,6 +13,7 @@ import zipfile
 
 import pytest
 
+from cli_driver import Batch
 from conftest import MODEL_ARGS, REPO, TRAIN_ARGS
 
 
@@ -56,15 +61,20 @@ def test_pipeline_outside_the_checkout(installed, data_bin, tmp_path):
     where = sh(py, "-c", "import flop_fairseq; print(flop_fairseq.__file__)", cwd=tmp_path, env=env)
     assert where.startswith(str(installed["root"])), where
     save = tmp_path / "ckpt"
-    sh(py, "-m", "fairseq_cli.train", data_bin, *TRAIN_ARGS, "--user-dir", user_dir, "--arch",
-       "flop_transformer_lm", *MODEL_ARGS, "--criterion", "flop_adaptive_loss", "--target-sparsity", "0.5",
-       "--lr", "0.003", "--max-update", "2", "--save-dir", save, cwd=tmp_path, env=env)
-    out = sh(b / "flop-compact", save / "checkpoint_last.pt", tmp_path / "compact.pt", cwd=tmp_path, env=env)
-    assert "wrote" in out
-    assert "compact FLOP model" in sh(b / "flop-report", tmp_path / "compact.pt", cwd=tmp_path, env=env)
-    ev = subprocess.run([str(py), "-m", "fairseq_cli.eval_lm", data_bin, "--user-dir", user_dir, "--path",
-                         str(tmp_path / "compact.pt"), "--cpu", "--tokens-per-sample", "64", "--max-tokens", "1024",
-                         "--gen-subset", "test"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    batch = Batch()  # each call through the entry point its console script (or python -m) runs
+    batch.add("fairseq-train", data_bin, *TRAIN_ARGS, "--user-dir", user_dir, "--arch", "flop_transformer_lm",
+              *MODEL_ARGS, "--criterion", "flop_adaptive_loss", "--target-sparsity", "0.5", "--lr", "0.003",
+              "--max-update", "2", "--save-dir", save)
+    compact = batch.add("flop-compact", save / "checkpoint_last.pt", tmp_path / "compact.pt")
+    report = batch.add("flop-report", tmp_path / "compact.pt")
+    ev = batch.add("fairseq-eval-lm", data_bin, "--user-dir", user_dir, "--path", tmp_path / "compact.pt", "--cpu",
+                   "--tokens-per-sample", "64", "--max-tokens", "1024", "--gen-subset", "test", check=False)
+    batch.run(tmp_path / "driver", cwd=tmp_path, python=py, env=env)
+    for key in (compact, report, ev):  # the installed package ran, not the checkout's
+        assert batch[key].flop_fairseq.startswith(str(installed["root"])), batch[key].flop_fairseq
+    assert "wrote" in batch[compact].stdout
+    assert "compact FLOP model" in batch[report].stdout
+    ev = batch[ev]
     assert ev.returncode == 0 and "Perplexity" in ev.stdout + ev.stderr, ev.stderr[-3000:]
     hub = ("from flop_fairseq.models import FlopTransformerLanguageModel as M\n"
            f"lm = M.from_pretrained({str(tmp_path)!r}, 'compact.pt', data_name_or_path={data_bin!r})\n"

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import USER_DIR, run
+from cli_driver import Batch
+from conftest import REPO, USER_DIR
 from flop_fairseq.core import compact_model, count_params, gated_modules
 from flop_fairseq.models.transformer_xl.attention import RelMultiHeadAttention, rel_shift
 from flop_fairseq.models.transformer_xl.bands import ProjectionFreeBand
@@ -231,40 +232,50 @@ def test_vocabulary_pickle_runs_nothing(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
+# The CLI calls of a test run in one process (tests/cli_driver.py), each through its console
+# script's entry point: a process per call spent most of these tests' time importing fairseq.
+def _eval_lm(batch, data, path, mem_len, tokens=16, batch_size=4):
+    """Adds a fairseq-eval-lm call to ``batch``; returns a function giving its parsed result."""
+    key = batch.add("fairseq-eval-lm", data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--path", path,
+                    "--cpu", "--tokens-per-sample", tokens, "--batch-size", batch_size, "--gen-subset", "test",
+                    "--model-overrides", json.dumps({"mem_len": mem_len}))
+
+    def result():
+        proc = batch[key]
+        res = parse_eval_lm(proc.stdout + proc.stderr)
+        assert res, proc.stdout + proc.stderr
+        return res
+    return result
+
+
+def test_fairseq_train_compact_eval_lm(tmp_path):
     from flop_fairseq.demo.corpus import generate_corpus
 
-    root = tmp_path_factory.mktemp("txl_data")
-    generate_corpus(str(root / "raw"), num_types=500, train_tokens=8000, valid_tokens=1500, test_tokens=1500, seed=3)
-    run("fairseq-preprocess", "--only-source", "--trainpref", root / "raw/train.txt", "--validpref",
-        root / "raw/valid.txt", "--testpref", root / "raw/test.txt", "--destdir", root / "bin", "--workers", "1")
-    return str(root / "bin")
-
-
-def _eval_lm(data, path, mem_len, tokens=16, batch=4):
-    proc = run("fairseq-eval-lm", data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--path", path, "--cpu",
-               "--tokens-per-sample", tokens, "--batch-size", batch, "--gen-subset", "test",
-               "--model-overrides", json.dumps({"mem_len": mem_len}))
-    res = parse_eval_lm(proc.stdout + proc.stderr)
-    assert res, proc.stdout + proc.stderr
-    return res
-
-
-def test_fairseq_train_compact_eval_lm(tiny_data, tmp_path):
+    generate_corpus(str(tmp_path / "raw"), num_types=500, train_tokens=8000, valid_tokens=1500, test_tokens=1500,
+                    seed=3)
+    tiny_data = tmp_path / "bin"
+    batch = Batch()
+    batch.add("fairseq-preprocess", "--only-source", "--trainpref", tmp_path / "raw/train.txt", "--validpref",
+              tmp_path / "raw/valid.txt", "--testpref", tmp_path / "raw/test.txt", "--destdir", tiny_data,
+              "--workers", "1")
     # div_val 1 and d_embed = d_model: projection-free bands, compacted to their dense form
-    run("fairseq-train", tiny_data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--tokens-per-sample", "16",
+    batch.add(
+        "fairseq-train", tiny_data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--tokens-per-sample", "16",
         "--batch-size", "4", "--arch", "flop_transformer_xl", "--n-layer", "2", "--d-model", "32", "--n-head", "2",
         "--d-head", "16", "--d-inner", "64", "--cutoffs", "100,300", "--mem-len", "16", "--criterion",
         "flop_adaptive_loss", "--target-sparsity", "0.3", "--sparsity-warmup-updates", "20", "--optimizer", "adam",
         "--lr", "0.003", "--max-update", "60", "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0",
         "--no-epoch-checkpoints", "--log-format", "simple", "--save-dir", tmp_path / "ckpt", "--seed", "1")
     gated = tmp_path / "ckpt/checkpoint_last.pt"
-    report = json.loads(run("flop-report", gated, "--json").stdout)
+    report = batch.add("flop-report", gated, "--json")
+    compact = batch.add("flop-compact", gated, tmp_path / "compact.pt")
+    a, b = _eval_lm(batch, tiny_data, gated, 32), _eval_lm(batch, tiny_data, tmp_path / "compact.pt", 32)
+    batch.run(tmp_path / "driver", cwd=REPO)
+    report = json.loads(batch[report].stdout)
     assert report["gated"] and len(report["bands"]) == 3 and report["layers"]["matrices"] == 14
-    out = run("flop-compact", gated, tmp_path / "compact.pt").stdout
+    out = batch[compact].stdout
     assert f"total_params {report['total_params']:,}" in out, out
-    a, b = _eval_lm(tiny_data, gated, 32), _eval_lm(tiny_data, tmp_path / "compact.pt", 32)
+    a, b = a(), b()
     assert a["ppl"] == b["ppl"] and math.isfinite(a["ppl"])
 
 
@@ -290,9 +301,8 @@ def _hf_directory(root):
 def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
     hf, words = _hf_directory(tmp_path)
     assert (tmp_path / "hf/vocab.pkl").exists()
-    out = run("flop-convert", tmp_path / "hf", tmp_path / "flop.pt", "--dict", tmp_path / "dict.txt").stdout
-    diff = float(out.split("HuggingFace) - log p(FLOP, gates bypassed)| = ")[1].split()[0])
-    assert diff < 1e-4
+    batch = Batch()
+    convert = batch.add("flop-convert", tmp_path / "hf", tmp_path / "flop.pt", "--dict", tmp_path / "dict.txt")
     # a token stream of whole segments: 2 rows x 4 segments of 8 tokens, lines end in <eos> (fairseq's </s>)
     g = torch.Generator().manual_seed(1)
     rows, seg, n_seg = 2, 8, 4
@@ -304,9 +314,22 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
         ids += [words.index(w) for w in line] + [0]
         left -= n + 1
     (tmp_path / "test.txt").write_text("\n".join(text) + "\n")
-    run("fairseq-preprocess", "--only-source", "--srcdict", tmp_path / "dict.txt", "--testpref", tmp_path / "test.txt",
-        "--destdir", tmp_path / "bin", "--workers", "1")
-    res = _eval_lm(str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch=rows)
+    batch.add("fairseq-preprocess", "--only-source", "--srcdict", tmp_path / "dict.txt", "--testpref",
+              tmp_path / "test.txt", "--destdir", tmp_path / "bin", "--workers", "1")
+    res = _eval_lm(batch, str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch_size=rows)
+    # pruning starts from the converted checkpoint
+    batch.add(
+        "fairseq-train", tmp_path / "bin", "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--train-subset",
+        "test", "--valid-subset", "test", "--tokens-per-sample", seg, "--batch-size", rows, "--arch",
+        "flop_transformer_xl", *HF_DIR_ARCH, "--finetune-from-model", tmp_path / "flop.pt", "--criterion",
+        "flop_adaptive_loss", "--target-sparsity", "0.2", "--optimizer", "adam", "--lr", "0.001", "--max-update", "4",
+        "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0", "--save-dir", tmp_path / "pruned",
+        "--no-epoch-checkpoints", "--no-save-optimizer-state")
+    batch.run(tmp_path / "driver", cwd=REPO)
+    out = batch[convert].stdout
+    diff = float(out.split("HuggingFace) - log p(FLOP, gates bypassed)| = ")[1].split()[0])
+    assert diff < 1e-4
+    res = res()
     # HuggingFace on the same rows: row b holds segments b*n_seg .. (b+1)*n_seg - 1; the last
     # position of every segment has no target in fairseq's truncated_bptt_lm
     stream = torch.tensor(ids).view(rows, n_seg * seg)
@@ -317,13 +340,6 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
             total -= logp[torch.arange(rows), t, stream[:, t + 1]].sum().item()
             count += rows
     assert abs(res["loss_base2"] - total / count / math.log(2)) < 2e-4
-    # pruning starts from the converted checkpoint
-    run("fairseq-train", tmp_path / "bin", "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--train-subset",
-        "test", "--valid-subset", "test", "--tokens-per-sample", seg, "--batch-size", rows, "--arch",
-        "flop_transformer_xl", *HF_DIR_ARCH, "--finetune-from-model", tmp_path / "flop.pt", "--criterion", "flop_adaptive_loss",
-        "--target-sparsity", "0.2", "--optimizer", "adam", "--lr", "0.001", "--max-update", "4",
-        "--ddp-backend", "legacy_ddp", "--cpu", "--num-workers", "0", "--save-dir", tmp_path / "pruned",
-        "--no-epoch-checkpoints", "--no-save-optimizer-state")
     assert (tmp_path / "pruned/checkpoint_last.pt").exists()
 
 
