@@ -98,8 +98,9 @@ def shape_section(rows, shape) -> List[str]:
         ev, gen, tr = stat(n, "eval_lm", "tokens_per_s"), stat(n, "generate", "tokens_per_s"), train_wps(n)
         train_peak = [r["peak_rss_mib"] for r in by[n] if r["measure"] == "train"]
         sz = size(n)
-        name = label(n) if (shape, n) != ("txl_base", "dense") else \
-            "dense (`flop-compact` of the unpruned model: fairseq's own Transformer-XL does not run)"
+        name = {("txl_base", "dense"): "dense (`flop-compact` of the unpruned model: fairseq's own "
+                                       "Transformer-XL does not run)",
+                ("txl_base", "gated_whole_0"): "gated, full rank (freshly built)"}.get((shape, n), label(n))
         L.append(f"| {name} | {_fmt(params(n))} | {_fmt(sz / 2**20 if sz else None)} | {_fmt(ev, ',.1f')} "
                  f"| {vs_dense(n, 'eval_lm')} | {_fmt(gen, ',.2f')} | {vs_dense(n, 'generate')} "
                  f"| {_fmt(stat(n, 'eval_lm', 'peak_rss_mib'))} | {_fmt(tr, ',.1f')} | {_ratio(tr, ref_train)} "
