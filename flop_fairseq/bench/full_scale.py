@@ -31,7 +31,7 @@ import time
 
 from ..tools.fairseq_log import log_fields, parse_eval_lm
 from .full_scale_measure import run_measured
-from .settings import PY, REPO, VENV_BIN
+from .settings import PY, REPO, VENV_BIN, tag
 
 TYPES = 267_735
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "wikitext-103")
@@ -57,10 +57,6 @@ SHAPES = {
         generate_models=["dense", "compact_whole_50"],
         train_models=["dense", "gated_whole_0", "gated_whole_50", "gated_whole_90", "compact_whole_50"]),
 }
-
-
-def tag(s: float) -> str:
-    return f"{int(round(s * 100))}"
 
 
 def models(shape: str):
