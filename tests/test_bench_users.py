@@ -47,7 +47,8 @@ def test_graph_has_every_method_at_every_budget(tmp_path):
         kd = {m for m in ("flop+kd", "svd+ft+kd", "agp+kd") if model_name(m, b) in models}
         assert kd == ({"flop+kd", "svd+ft+kd", "agp+kd"} if b.key in DISTILL_BUDGETS else set())
     ab = next(b for b in BUDGETS_USERS if b.key == ABLATION_BUDGET)
-    assert {"flop-noft", "flop-noft-plain"} <= {m["method"] for m in models.values() if m["budget"] == ab.key}
+    assert {"flop-plain", "flop-p30", "flop-p60", "flop-p90"} <= {m["method"] for m in models.values()
+                                                                    if m["budget"] == ab.key}
     assert {"dense", "denseft"} <= set(models)
     for name in models:  # every model is evaluated on both splits and counted
         assert {f"eval_{name}_valid", f"eval_{name}_test"} <= set(r.steps)
@@ -59,13 +60,21 @@ def test_every_method_gets_the_same_updates(tmp_path):
     D, F = cfg["dense_updates"], cfg["finetune_updates"]
     ph = phases(F)
     assert (ph["prune"], ph["finetune"]) == (round(0.6 * F), F - round(0.6 * F))
+    # FLOP: all of F, the target reached at 0.8 F; the split variants: prune, then fine-tune
+    flop = train_cmds(r, models["flop_b50"])
+    assert [max_update(a) for a in flop] == [F]
+    assert flop[0][flop[0].index("--sparsity-warmup-updates") + 1] == str(round(0.8 * F))
     for name, m in models.items():
         total = sum(max_update(a) for a in train_cmds(r, m))
         want = {"dense": D, "small": D + F}.get(m["method"], F)
         assert total == want, (name, total, want)
-    # the recipe's two phases
-    recipe = [max_update(a) for a in train_cmds(r, models["flop_b50"])]
-    assert recipe == [ph["prune"], ph["finetune"]]
+    for key in ("b50", "a70"):
+        assert [max_update(a) for a in train_cmds(r, models[f"flopp60_{key}"])] == [ph["prune"], ph["finetune"]]
+        assert [max_update(a) for a in train_cmds(r, models[f"flopp30_{key}"])] == [round(0.3 * F), F - round(0.3 * F)]
+        prune = train_cmds(r, models[f"flopp90_{key}"])[0]
+        assert max_update(prune) == round(0.9 * F)
+        assert prune[prune.index("--sparsity-warmup-updates") + 1] == str(round(0.8 * round(0.9 * F)))
+        assert models[f"flopp90_{key}"]["method"] == "flop-p90"
 
 
 def test_distillation_only_where_asked_with_the_dense_teacher(tmp_path):
@@ -79,10 +88,12 @@ def test_distillation_only_where_asked_with_the_dense_teacher(tmp_path):
             else:
                 assert "--distill-teacher" not in argv, name
     # the compact models' fine-tuning runs distil through distill_adaptive_loss
-    ft = train_cmds(r, models["flopkd_b50"])[1]
+    ft = train_cmds(r, models["svdftkd_b50"])[0]
     assert ft[ft.index("--criterion") + 1] == "distill_adaptive_loss"
-    assert train_cmds(r, models["flop_b50"])[1][train_cmds(r, models["flop_b50"])[1].index("--criterion") + 1] \
-        == "adaptive_loss"
+    prune = train_cmds(r, models["flopkd_b50"])[0]
+    assert prune[prune.index("--criterion") + 1] == "flop_adaptive_loss"
+    ft = train_cmds(r, models["flopp60_b50"])[1]
+    assert ft[ft.index("--criterion") + 1] == "adaptive_loss"
 
 
 def test_whole_model_budgets_prune_the_layers(tmp_path):
@@ -90,7 +101,7 @@ def test_whole_model_budgets_prune_the_layers(tmp_path):
     for key, whole in (("b70", False), ("a70", True)):
         prune = train_cmds(r, models[f"flop_{key}"])[0]
         assert ("--flop-decoder-layers" in prune) is whole
-        assert (r.steps[f"convert_{'all' if whole else 'bands'}"].name in r.steps[f"flopprune_{key}"].deps)
+        assert (r.steps[f"convert_{'all' if whole else 'bands'}"].name in r.steps[f"flopall_{key}"].deps)
         agp = train_cmds(r, models[f"agp_{key}"])[0]
         assert ("--agp-layers" in agp) is whole
         finalize = r.steps[f"agp_{key}"].cmds[1].argv
@@ -98,17 +109,19 @@ def test_whole_model_budgets_prune_the_layers(tmp_path):
         small = r.steps[f"small_{key}"].cmds[0].argv
         assert ("--flop-decoder-layers" in small) is whole
     # FLOP compacts to the exact budget; the ablation also as trained
-    compact = [c.argv for c in r.steps["flopprune_a50"].cmds if c.argv[0].endswith("flop-compact")][0]
+    compact = [c.argv for c in r.steps["flopall_a50"].cmds if c.argv[0].endswith("flop-compact")][0]
     assert compact[-2:] == ["--target-sparsity", "0.5"]
     plain = [c.argv for c in r.steps["flopall_b50"].cmds if c.argv[0].endswith("flop-compact")]
     assert [("--target-sparsity" in a) for a in plain] == [True, False]
+    assert models["flop_a50"]["ckpt"].endswith("compact_exact.pt") and models["flopplain_b50"]["method"] == "flop-plain"
+    assert "flopplain_a50" not in models
 
 
 def test_full_mode_fits_the_time_budget(tmp_path):
     """estimate.py's cost model: the full graph within ~2.5 h of wall-clock on 2 quiet cores."""
     r, cfg, _ = graph(tmp_path)
     est = simulate(r)
-    assert 100 * 60 < est["wall_s"] < 150 * 60
+    assert 100 * 60 < est["wall_s"] < 165 * 60
     assert est["wall_s"] >= est["summed_s"] / 2  # two jobs at once at best
     assert all(s.est_s > 0 for s in r.steps.values())
 
@@ -168,7 +181,10 @@ def users_results():
         if b.key in DISTILL_BUDGETS:
             rows += [row("flop+kd", b.key, 171.0, k, ranks=[60, 16, 4]), row("svd+ft+kd", b.key, 176.0, k),
                      row("agp+kd", b.key, 173.0, k)]
-    rows += [row("flop-noft", "b50", 185.0, ranks=[90, 16, 1]), row("flop-noft-plain", "b50", 186.0, 0.505)]
+    rows += [row("flop-p60", "b50", 185.0, ranks=[90, 16, 1]), row("flop-plain", "b50", 186.0, 0.505)]
+    rows[[x["name"] for x in rows].index("flop_b90")]["ranks"] = [28, 1, 0]
+    rows += [row("flop-p30", k, ppl) for k, ppl in (("b50", 173.0), ("a70", 177.0))]
+    rows += [row("flop-p90", k, ppl) for k, ppl in (("b50", 180.0), ("a70", 174.0))]
     whole = next(x for x in rows if x["name"] == "flop_a70")
     whole["layer_kept"], whole["layer_rank"] = 300, 1024
     speed = {"label": "dense", "params": 1_116_544, "file_mib": 4.0, "scorer_tokens_per_s": 7000.0,
@@ -204,15 +220,25 @@ def test_report_renders_every_section(tmp_path):
                     "## Short regime (previous benchmark)", "## Commands"):
         assert heading in text, heading
     assert "took the validation perplexity from 200.0 to 185.0 (-7.5%)" in text
-    assert "| FLOP recipe + distillation | 360,000 | 50.0% |" in text
+    assert "| FLOP + distillation | 360,000 | 50.0% |" in text
     assert text.count("| 60/16/4; layers 300/1024 |") == 1
     assert "| dense tensors, sparse |" in text
-    assert "| FLOP over all of F, as trained | 500 | 0 | no | no | 50.5% | 196.0 | 186.0 | +8.8% |" in text
-    assert "lowest test ppl 171.0, the FLOP recipe's (with distillation)" in text
-    assert "FLOP recipe 175.0 against SVD truncation + fine-tuning 178.0 (FLOP -1.7%)" in text
-    assert "The FLOP recipe (no distillation) beats SVD truncation + fine-tuning at 5 of 5 budgets" in text
-    assert "FLOP recipe 175.0 -> 171.0 (-2.3%)" in text
+    assert "| FLOP + distillation | 500 | 0 | yes | yes | 50.0% | 181.0 | 171.0 | -- |" in text
+    assert "| FLOP, as trained (no exact budget) | 500 | 0 | no | no | 50.5% | 196.0 | 186.0 | +8.8% |" in text
+    assert "| FLOP 60% of F, then fine-tuning | 300 | 200 | yes | no | 50.0% | 195.0 | 185.0 | +8.2% |" in text
+    assert "lowest test ppl 171.0, FLOP's (with distillation)" in text
+    assert "FLOP 175.0 against SVD truncation + fine-tuning 178.0 (FLOP -1.7%)" in text
+    assert "FLOP (no distillation) beats SVD truncation + fine-tuning at 5 of 5 budgets" in text
+    assert "FLOP 175.0 -> 171.0 (-2.3%)" in text
     assert "A distilled update costs about 2.0 plain ones" in text
+    assert "- FLOP closes a whole band (kept ranks; SVD's at the same budget): 10% of the band " \
+           "parameters 28/1/0 (60/16/4)." in text
+    # the split of F: every fraction in order, the best on validation in bold
+    split = text[text.index("### How to split F"):text.index("### What the numbers say")]
+    b50 = [line for line in split.splitlines() if line.startswith("| 50% of the band")]
+    assert [line.split(" | ")[1] for line in b50] == ["150 (30%)", "300 (60%)", "450 (90%)", "500 (100%)"]
+    assert b50[0].endswith("| 350 | 50.0% | **183.0** | 173.0 |") and b50[3].endswith("| 0 | 50.0% | 185.0 | 175.0 |")
+    assert "| 30% of the all prunable parameters | 450 (90%) | 50 | 50.0% | **184.0** | 174.0 |" in split
     # the short regime's headline rows, from the committed record
     assert "| 10% | FLOP | 70,400 | 9.8% | 467,200 | 24/2/0 | 318.3 | 293.7 |" in text
     assert "253.9 (0.495)" in text  # the sweep table

@@ -14,7 +14,7 @@ def demo(*args):
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-def check_result(work, proc, dense_updates, prune_updates):
+def check_result(work, proc, dense_updates, prune_updates, finetune_updates, target):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.load(open(work / "result.json"))
     d, c = res["dense"], res["compact"]
@@ -24,8 +24,13 @@ def check_result(work, proc, dense_updates, prune_updates):
     # only the bands are pruned: the whole difference is band parameters
     assert d["total_params"] - c["total_params"] == d["band_params"] - c["band_params"]
     assert all(k <= r for k, r in zip(res["kept_ranks"], res["ranks"]))
-    assert d["updates"] == dense_updates and c["updates"] == dense_updates + prune_updates
-    assert res["dense_same_updates"]["updates"] == dense_updates + prune_updates
+    trained = dense_updates + prune_updates + finetune_updates
+    assert d["updates"] == dense_updates and c["updates"] == trained
+    assert (c["prune_updates"], c["finetune_updates"]) == (prune_updates, finetune_updates)
+    assert res["dense_same_updates"]["updates"] == trained
+    # compacted to the exact budget (to within one rank component), after any number of updates
+    assert abs(res["hard_sparsity"] - target) < 0.01, res["hard_sparsity"]
+    assert (work / "finetune" / "checkpoint_last.pt").is_file() == (finetune_updates > 0)
     for m in (d, c):
         assert 1.0 < m["test_ppl"] < 1e5 and m["eval_tokens_per_s"] > 0
     assert open(work / "flop_demo.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -43,8 +48,14 @@ def test_demo_on_generated_corpus(tmp_path):
     (work / ".flop_demo").touch()
     (work / "stale.txt").write_text("from an earlier run")
     proc = demo("--workdir", work, "--types", 1500, "--train-tokens", 30_000, "--dense-updates", 8,
-                "--prune-updates", 8, "--eval-repeats", 1)
-    check_result(work, proc, 8, 8)
+                "--prune-updates", 8, "--finetune-updates", 4, "--eval-repeats", 1)
+    check_result(work, proc, 8, 8, 4, 0.5)
+    assert "8 + 8 FLOP + 4 FT" in proc.stdout
+    # distilled from the dense model in both phases by default
+    res = json.load(open(work / "result.json"))
+    assert res["distill_weight"] == 0.5
+    assert "distill_kl " in (work / "logs" / "train_flop.log").read_text()
+    assert "distill_kl " in (work / "logs" / "train_finetune.log").read_text()
     assert "generating a Zipfian corpus" in proc.stdout
     assert (work / "data-bin" / "dict.txt").is_file() and not (work / "stale.txt").exists()
 
@@ -52,8 +63,9 @@ def test_demo_on_generated_corpus(tmp_path):
 def test_demo_on_user_data(data_bin, tmp_path):
     work = tmp_path / "demo"
     proc = demo("--data", data_bin, "--workdir", work, "--dense-updates", 10, "--prune-updates", 10,
-                "--eval-repeats", 1, "--target", 0.3)
-    check_result(work, proc, 10, 10)
+                "--finetune-updates", 0, "--distill-weight", 0, "--eval-repeats", 1, "--target", 0.3)
+    check_result(work, proc, 10, 10, 0, 0.3)
+    assert "distill_kl" not in (work / "logs" / "train_flop.log").read_text()
     assert "generating" not in proc.stdout and not (work / "data-bin").exists()
 
 
@@ -70,4 +82,8 @@ def test_demo_refuses_bad_input(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep me"
     proc = demo("--workdir", work, "--dense-updates", 0)
     assert proc.returncode == 2 and "--dense-updates must be at least 1" in proc.stderr
+    proc = demo("--workdir", work, "--finetune-updates", -1)
+    assert proc.returncode == 2 and "--finetune-updates must be at least 0" in proc.stderr
+    proc = demo("--workdir", work, "--distill-weight", 2)
+    assert proc.returncode == 2 and "--distill-weight must be in [0, 1]" in proc.stderr
     assert not work.exists()

@@ -5,6 +5,7 @@ The short CLI calls run in one process (tests/cli_driver.py), each through its c
 entry point: a process per call spent most of its time importing fairseq. The interrupted and
 resumed training keeps its processes: a resume is a new process's."""
 
+import json
 import re
 
 import pytest
@@ -157,3 +158,37 @@ def test_convert_refuses_what_it_cannot_convert(dense_checkpoint, flop_init, tmp
     proc = batch[missing]
     assert proc.returncode != 0 and "no such checkpoint" in proc.stderr
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_frozen_mask_trains_the_exact_budget_and_resumes(data_bin, flop_init, tmp_path):
+    """--freeze-mask-update: from that update the mask is the exact budget, pinned, with no
+    Lagrangian; a run resumed after the freeze ends where an uninterrupted one does."""
+    args = [data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model", flop_init[0], "--sparsity-warmup-updates", 20,
+            "--freeze-mask-update", 30, "--log-interval", 5]
+    proc = run("fairseq-train", *args, "--max-update", 50, "--save-dir", tmp_path / "straight")
+    logs = [dict(re.findall(r"(\w+)=([-0-9.e]+)", line)) for line in (proc.stdout + proc.stderr).splitlines()
+            if "train_inner" in line]
+    frozen = [f for f in logs if int(f["num_updates"]) > 30]
+    assert len(frozen) == 4 and all(float(f["lagrangian"]) == 0.0 for f in frozen)
+    for key in ("hard_sparsity", "kept_b0", "kept_b1", "kept_b2", "lambda1"):
+        assert len({f[key] for f in frozen}) == 1, key
+    ckpt = tmp_path / "straight" / "checkpoint_last.pt"
+    # the mask it trained is the one flop-compact --target-sparsity keeps: nothing added or removed
+    rep = json.loads(run("flop-report", ckpt, "--json", "--target-sparsity", TARGET).stdout)
+    assert rep["budget"]["added_components"] == rep["budget"]["removed_components"] == 0
+    assert abs(rep["sparsity"] - TARGET) < 0.01
+    state = torch.load(ckpt, weights_only=False)["model"]
+    for key, raw in state.items():
+        if key.endswith("log_alpha_raw"):
+            offset, scale = state[key.replace("log_alpha_raw", "log_alpha_offset")], state[key.replace(
+                "log_alpha_raw", "lr_scale")]
+            assert ((raw * scale + offset).abs() > 25).all(), key  # pinned at +-30, Adam's momentum aside
+    run("fairseq-train", *args, "--max-update", 40, "--save-dir", tmp_path / "split")
+    run("fairseq-train", *args, "--max-update", 50, "--save-dir", tmp_path / "split")
+    b = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=False)["model"]
+    for key in state:
+        assert torch.allclose(state[key].double(), b[key].double(), atol=1e-6, rtol=1e-5), key
+    bad = run("fairseq-train", *args[:-4], "--freeze-mask-update", 10, "--max-update", 50, "--save-dir",
+              tmp_path / "bad", check=False)
+    assert bad.returncode != 0 and "freeze at or after the end of the warm-up" in bad.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "bad").glob("*.pt"))  # fairseq makes the directory; nothing is saved in it

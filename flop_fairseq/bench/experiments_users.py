@@ -5,9 +5,12 @@ One dense ``transformer_lm`` is trained D updates, validated every ``valid_inter
 parameters, 50/30% of all prunable parameters) then gets, each method F updates from the
 dense model -- the same data, since every run starts at the first batch with seed 1:
 
-- ``flop``: ``flop-convert`` (``--flop-decoder-layers`` for a whole-model budget), P updates
-  of ``flop_adaptive_loss``, ``flop-compact --target-sparsity s`` (the exact budget), then F - P
-  updates of ``adaptive_loss`` fine-tuning of the compact model;
+- ``flop``: ``flop-convert`` (``--flop-decoder-layers`` for a whole-model budget), F updates
+  of ``flop_adaptive_loss`` (target reached at 0.8 F), ``flop-compact --target-sparsity s`` (the
+  exact budget);
+- at :data:`SPLIT_BUDGETS`, ``flop-p30``, ``flop-p60``, ``flop-p90``: P = 0.3, 0.6, 0.9 F updates
+  of ``flop_adaptive_loss`` (target reached at 0.8 P), the exact budget, then F - P updates of
+  ``adaptive_loss`` fine-tuning of the compact model in a second run;
 - ``svd+ft``: SVD truncation to the budget (``budget_ranks``, and ``matrix_ranks`` for the layer
   matrices), compacted, F updates of fine-tuning;
 - ``agp``: F updates of AGP magnitude pruning (``--agp-layers`` for a whole-model budget), the
@@ -17,10 +20,9 @@ dense model -- the same data, since every run starts at the first batch with see
   dense model as teacher in every one of their F updates (``distill_adaptive_loss`` for the
   fine-tuning phases).
 
-Plus the unpruned reference ``dense+ft`` (D + F updates) and the ablation at
-:data:`ABLATION_BUDGET`: FLOP over all of F (no fine-tuning phase), compacted to the exact
-budget (``flop-noft``) and as trained (``flop-noft-plain``, the short-regime recipe). Every
-model is evaluated on valid and test, counted, and a few are timed (one at a time).
+Plus the unpruned reference ``dense+ft`` (D + F updates), at :data:`ABLATION_BUDGET` the
+recipe's model compacted as trained (``flop-plain``, the short-regime recipe). Every model is evaluated on valid and test, counted, and a few are timed
+(one at a time).
 """
 
 import os
@@ -30,8 +32,8 @@ from . import estimate
 from .experiments import AGP_FILES, BASELINE_FILES, BENCH_CLI, SPEED_FILES, _post_eval
 from .runner import Cmd, Runner, Step
 from .settings import MAX_TOKENS, MODEL_FLAGS, PY, SEED, eval_flags, flop_settings, script, tool, train_flags
-from .settings_users import ABLATION_BUDGET, ABLATION_DISTILL, BUDGETS_USERS, DISTILL_BUDGETS, Budget, budget, \
-    distill_flags, phases
+from .settings_users import ABLATION_BUDGET, BUDGETS_USERS, DISTILL_BUDGETS, PRUNE_FRACTION, SPLIT_BUDGETS, \
+    Budget, budget, distill_flags, phases, split_fractions, split_suffix, split_tag
 
 KD = "+kd"  # the suffix of a distilled method
 
@@ -122,24 +124,28 @@ class UsersGraph:
                        outputs=["flop_init.pt"], deps=["dense"], est_s=estimate.TOOL_S))
         for b in BUDGETS_USERS:
             for distill in (False, True) if b.key in DISTILL_BUDGETS else (False,):
-                self.flop_recipe(b, distill)
+                self.flop_all_of_f(b, distill)
                 self.svd_ft(b, distill)
                 self.agp(b, distill)
             self.small(b)
-        ab = budget(ABLATION_BUDGET)
-        for distill in (False, True) if ABLATION_DISTILL else (False,):
-            self.flop_all_of_f(ab, distill)
+        for key in SPLIT_BUDGETS:
+            for split in split_fractions():
+                self.flop_recipe(budget(key), False, split)
         self.evaluations()
         return self.models
 
     def init(self, b: Budget) -> str:
         return self.p(f"convert_{b.scope}", "flop_init.pt")
 
-    def flop_recipe(self, b: Budget, distill: bool) -> None:
-        """Prune P updates, compact to the exact budget, fine-tune the compact model F - P updates."""
-        method = "flop" + (KD if distill else "")
-        ph, fs, kinds = self.ph, flop_settings(self.ph["prune"]), _kinds(b)
-        st = f"flopprune_{b.key}" + ("kd" if distill else "")
+    def flop_recipe(self, b: Budget, distill: bool, split: float) -> None:
+        """Prune P = ``split`` F updates, compact to the exact budget, fine-tune the compact model
+        F - P updates (``flop-p60`` for ``split`` 0.6)."""
+        method = "flop" + split_suffix(split) + (KD if distill else "")
+        ph = phases(self.F, split)
+        fs, kinds = flop_settings(ph["prune"]), _kinds(b)
+        # PRUNE_FRACTION's steps keep the names they had as the recipe
+        suffix = ("kd" if distill else "") + ("" if split == PRUNE_FRACTION else f"_p{split_tag(split)}")
+        st = f"flopprune_{b.key}" + suffix
         ckpt = self.p(st, "ckpt/checkpoint_last.pt")
         self.r.add(Step(st, [
             self.train(self.p(st, "ckpt"), self.flop_model(b) + self.flop_criterion(b, fs) + self.kd(distill)
@@ -150,7 +156,7 @@ class UsersGraph:
             Cmd([tool("flop-compact"), ckpt, self.p(st, "compact.pt"), "--target-sparsity", str(b.sparsity)]),
         ], outputs=["compact.pt", "budget.json"], deps=[f"convert_{b.scope}"],
             est_s=estimate.train_s(ph["prune"], kinds["gated"], distill) + 2 * estimate.TOOL_S))
-        st2 = f"flopft_{b.key}" + ("kd" if distill else "")
+        st2 = f"flopft_{b.key}" + suffix
         self.r.add(Step(st2, [self.train(self.p(st2, "ckpt"), self.flop_model(b) + self.finetune_criterion(distill)
                                          + ["--finetune-from-model", self.p(st, "compact.pt")], ph["finetune"])],
                         outputs=["ckpt/checkpoint_last.pt"], deps=[st],
@@ -212,8 +218,8 @@ class UsersGraph:
                        alloc_step=st)
 
     def flop_all_of_f(self, b: Budget, distill: bool) -> None:
-        """The ablation: FLOP over all F updates (target reached at 0.8 F), compacted to the exact
-        budget and as trained: no fine-tuning phase, with and without the exact budget."""
+        """The recipe: FLOP over all F updates (target reached at 0.8 F), compacted to the exact
+        budget, and as trained (the ablation's ``flop-plain``, at :data:`ABLATION_BUDGET`)."""
         st = f"flopall_{b.key}" + ("kd" if distill else "")
         fs = dict(flop_settings(self.F), warmup=self.ph["warmup_all"])
         ckpt = self.p(st, "ckpt/checkpoint_last.pt")
@@ -227,7 +233,9 @@ class UsersGraph:
                         deps=[f"convert_{b.scope}"],
                         est_s=estimate.train_s(self.F, _kinds(b)["gated"], distill) + 4 * estimate.TOOL_S))
         for form, suffix in (("exact", ""), ("plain", "-plain")):
-            method = "flop-noft" + suffix + (KD if distill else "")
+            if form == "plain" and (distill or b.key != ABLATION_BUDGET):
+                continue
+            method = "flop" + suffix + (KD if distill else "")
             self.add_model(model_name(method, b), self.p(st, f"compact_{form}.pt"), method, b, st, [st],
                            report_step=st, report_file=f"{form}.json")
 

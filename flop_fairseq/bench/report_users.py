@@ -9,20 +9,20 @@ import os
 
 from . import report, sweep
 from .report_users_sections import dense_curve_section, setup_section, speed_section
+from .settings_users import PRUNE_FRACTION, split_fractions, split_suffix
 
 LABEL = {
     "dense": "dense after D (unpruned)", "dense+ft": "dense after D + F (unpruned reference)",
-    "flop": "FLOP recipe", "flop+kd": "FLOP recipe + distillation",
+    "flop": "FLOP", "flop+kd": "FLOP + distillation", "flop-plain": "FLOP, as trained (no exact budget)",
     "svd+ft": "SVD truncation + fine-tuning", "svd+ft+kd": "SVD truncation + fine-tuning + distillation",
     "agp": "AGP magnitude pruning (unstructured)", "agp+kd": "AGP + distillation (unstructured)",
     "small": "small dense from scratch (D + F)",
-    "flop-noft": "FLOP over all of F, exact budget", "flop-noft-plain": "FLOP over all of F, as trained",
-    "flop-noft+kd": "FLOP over all of F, exact budget, + distillation",
-    "flop-noft-plain+kd": "FLOP over all of F, as trained, + distillation",
 }
+LABEL.update({f"flop{split_suffix(f)}": f"FLOP {f:.0%} of F, then fine-tuning" for f in split_fractions()})
 HEADLINE = ("flop", "flop+kd", "svd+ft", "svd+ft+kd", "agp", "agp+kd", "small")
 BASELINES = ("svd+ft", "agp", "small")  # compared with FLOP at every budget (their +kd twins where run)
-ABLATION = ("flop+kd", "flop", "flop-noft", "flop-noft-plain", "flop-noft+kd", "flop-noft-plain+kd")
+ABLATION = ("flop+kd", "flop", "flop-plain", f"flop{split_suffix(PRUNE_FRACTION)}")
+SPLIT_METHODS = {f"flop{split_suffix(f)}" for f in split_fractions()}
 
 
 def scope_text(b: dict) -> str:
@@ -79,7 +79,7 @@ def results_section(res: dict, by: dict, rel_png: str) -> list:
         rows = [by[(m, b["key"])] for m in HEADLINE if (m, b["key"]) in by]
         L += [f"### {budget_label(b)} (target sparsity {b['sparsity']:g})\n"] + table(rows) + [""]
     L += [f"![test perplexity against kept parameters]({rel_png})\n"]
-    return L + ablation_section(res, by) + summary(res, by)
+    return L + ablation_section(res, by) + split_section(res, by) + summary(res, by)
 
 
 def ablation_section(res: dict, by: dict) -> list:
@@ -89,27 +89,65 @@ def ablation_section(res: dict, by: dict) -> list:
     base = by.get(("flop+kd", key)) or by[("flop", key)]
     F = res["config"]["finetune_updates"]
     L = [f"### Ablation ({budget_label(b)})\n",
-         f"Each ingredient of the recipe on and off. The recipe prunes {ph['prune']} updates (target reached at "
-         f"{ph['warmup']}), compacts to the exact budget and fine-tunes {ph['finetune']}; \"over all of F\" "
-         f"prunes all {F} updates (target reached at {ph['warmup_all']}, the short-regime schedule) and is "
-         f"compacted at the end, to the exact budget or as trained (the eval mask's own count). Relative "
-         f"change of test ppl against the {LABEL[base['method']]}.\n",
+         f"Each ingredient on and off. FLOP prunes all {F} updates (target reached at {ph['warmup_all']}) and is "
+         "compacted to the exact budget, or as trained (the eval mask's own count); the split variant prunes "
+         f"{ph['prune']} updates (target reached at {ph['warmup']}), compacts to the exact budget and fine-tunes "
+         f"the compact model {ph['finetune']} updates in a second run. Relative change of test ppl against "
+         f"{LABEL[base['method']]}.\n",
          "| variant | pruning updates | fine-tuning updates | exact budget | distillation | band params kept | "
-         "valid ppl | test ppl | test vs recipe |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
+         "valid ppl | test ppl | test vs first row |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
     for m in ABLATION:
         x = by.get((m, key))
         if x is None:
             continue
-        noft = m.startswith("flop-noft")
-        L.append(f"| {LABEL[m]} | {F if noft else ph['prune']} | {0 if noft else ph['finetune']} | "
-                 f"{'no' if 'plain' in m else 'yes'} | {'yes' if m.endswith('+kd') else 'no'} | "
+        split = m in SPLIT_METHODS
+        L.append(f"| {LABEL[m]} | {ph['prune'] if split else F} | {ph['finetune'] if split else 0} | "
+                 f"{'no' if m == 'flop-plain' else 'yes'} | {'yes' if m.endswith('+kd') else 'no'} | "
                  f"{x['band_fraction']:.1%} | {x['valid_ppl']:.1f} | {x['test_ppl']:.1f} | "
                  f"{rel(x['test_ppl'], base['test_ppl']) if x is not base else '--'} |")
     return L + [""]
 
 
+def split_variants(res: dict, by: dict, key: str) -> list:
+    """``(fraction of F pruning, pruning updates, fine-tuning updates, row)`` of every FLOP run at
+    budget ``key``: the split sweep's and all of F (FLOP's own row)."""
+    st, F = res["setup"], res["config"]["finetune_updates"]
+    split = st.get("split", {})
+    out = [(1.0, F, 0, by.get(("flop", key)))]
+    for f in split.get("fractions", []):
+        ph = split["phases"][f"{f:g}"]
+        out.append((f, ph["prune"], ph["finetune"], by.get((f"flop{split_suffix(f)}", key))))
+    return sorted((v for v in out if v[3] is not None), key=lambda v: v[0])
+
+
+def split_section(res: dict, by: dict) -> list:
+    """The split of F between pruning and fine-tuning, at the split sweep's budgets (chosen on valid)."""
+    split = res["setup"].get("split")
+    if not split:
+        return []
+    L = ["### How to split F between pruning and fine-tuning\n",
+         "FLOP with a fraction of F spent pruning (target reached at 80% of the pruning updates; exact "
+         "budget; no distillation), the rest fine-tuning the compact model in a second fairseq-train run "
+         "(`--finetune-from-model`, so Adam starts afresh); 100% is FLOP's own row. The choice is made on "
+         "validation perplexity (bold); test is shown for the record.\n",
+         "| budget | pruning updates | fine-tuning updates | kept | valid ppl | test ppl |",
+         "|---|---:|---:|---:|---:|---:|"]
+    for key in split["budgets"]:
+        b = next(x for x in res["setup"]["budgets"] if x["key"] == key)
+        rows = split_variants(res, by, key)
+        if not rows:
+            continue
+        best = min(rows, key=lambda v: v[3]["valid_ppl"])
+        frac = "band_fraction" if b["scope"] == "bands" else "all_fraction"
+        for f, p, ft, x in rows:
+            bold = "**" if x is best[3] else ""
+            L.append(f"| {budget_label(b)} | {p} ({f:.0%}) | {ft} | {x[frac]:.1%} | {bold}{x['valid_ppl']:.1f}{bold} | "
+                     f"{x['test_ppl']:.1f} |")
+    return L + [""]
+
+
 def budget_summary(b: dict, by: dict) -> str:
-    """One budget: who wins, and FLOP's recipe against each baseline (with distillation too where run)."""
+    """One budget: who wins, and FLOP against each baseline (with distillation too where run)."""
     key = b["key"]
     rows = [by[(m, key)] for m in HEADLINE if (m, key) in by]
     best = min(rows, key=lambda x: x["test_ppl"])
@@ -117,15 +155,15 @@ def budget_summary(b: dict, by: dict) -> str:
     parts = [f"{LABEL[m]} {by[(m, key)]['test_ppl']:.1f} (FLOP {rel(flop['test_ppl'], by[(m, key)]['test_ppl'])})"
              for m in BASELINES]
     text = (f"- **{budget_label(b)}**: lowest test ppl {best['test_ppl']:.1f}, "
-            + ("the FLOP recipe's" if best["method"].startswith("flop") else f"**{LABEL[best['method']]}**")
+            + ("FLOP's" if best["method"].startswith("flop") else f"**{LABEL[best['method']]}**")
             + (" (with distillation)" if best["method"].endswith("+kd") and best["method"].startswith("flop") else "")
-            + f". FLOP recipe {flop['test_ppl']:.1f} against " + ", ".join(parts) + ".")
+            + f". FLOP {flop['test_ppl']:.1f} against " + ", ".join(parts) + ".")
     if ("flop+kd", key) in by:
         kd = by[("flop+kd", key)]
         other = {m: by[(m + "+kd", key)] for m in BASELINES if (m + "+kd", key) in by}
         twins = [f"{LABEL[m + '+kd']} {x['test_ppl']:.1f} (FLOP+kd {rel(kd['test_ppl'], x['test_ppl'])})"
                  for m, x in other.items()]
-        text += f" With distillation: FLOP recipe {kd['test_ppl']:.1f} against " + ", ".join(twins) + "."
+        text += f" With distillation: FLOP {kd['test_ppl']:.1f} against " + ", ".join(twins) + "."
     return text
 
 
@@ -139,7 +177,7 @@ def summary(res: dict, by: dict) -> list:
     for m in BASELINES:
         wins = [budget_label(b) for b in st["budgets"]
                 if by[("flop", b["key"])]["test_ppl"] < by[(m, b["key"])]["test_ppl"]]
-        L.append(f"- The FLOP recipe (no distillation) beats {LABEL[m]} at {len(wins)} of {len(st['budgets'])} "
+        L.append(f"- FLOP (no distillation) beats {LABEL[m]} at {len(wins)} of {len(st['budgets'])} "
                  f"budgets" + (f": {'; '.join(wins)}." if wins else "."))
     for b in st["budgets"]:
         key = b["key"]
@@ -152,15 +190,30 @@ def summary(res: dict, by: dict) -> list:
     L.append(f"- Unpruned: the dense model after D = {D} updates has test ppl {ref['test_ppl']:.1f}, after D + F = "
              f"{D + F} updates {dft['test_ppl']:.1f}: the pruned models are compared with the latter, which had "
              f"the same {F} updates more (and the same data) without losing any parameter.")
-    L.append("- Budgets met: the FLOP recipe kept " + "; ".join(
+    L += allocation_text(st, by)
+    L.append("- Budgets met: FLOP kept " + "; ".join(
         exact_budget_text(by[("flop", b["key"])], b) for b in st["budgets"]) + ". SVD and small models are at "
         "or just under their budget by construction; AGP is exact, but unstructured (no smaller tensors, no "
         "speed-up).")
     return L + [""]
 
 
+def allocation_text(st: dict, by: dict) -> list:
+    """Where FLOP's allocation closes a whole band (every word of it then shares one zero input
+    embedding and a uniform distribution within its cluster), against SVD's at the same budget."""
+    out = []
+    for m in ("flop", "flop+kd"):
+        gone = [(b, by[(m, b["key"])]) for b in st["budgets"] if 0 in by.get((m, b["key"]), {}).get("ranks", [1])]
+        if gone:
+            out.append(f"- {LABEL[m]} closes a whole band (kept ranks; SVD's at the same budget): " + "; ".join(
+                f"{budget_label(b)} {report._ranks(x['ranks'])} ({report._ranks(by[('svd+ft', b['key'])]['ranks'])})"
+                for b, x in gone) + ". The penalty prices a component of the rarest band at its parameter cost, "
+                "about ten of the frequent band's, while the rare tokens that could defend it are few in any batch.")
+    return out
+
+
 def exact_budget_text(x: dict, b: dict) -> str:
-    """What the FLOP recipe kept of a budget's scope, and what the eval mask as trained would have
+    """What the FLOP kept of a budget's scope, and what the eval mask as trained would have
     kept (the exact-budget allocation's additions and removals)."""
     kept = x["band_fraction" if b["scope"] == "bands" else "all_fraction"]
     text = f"{kept:.2%} of {scope_text(b)} for a {1 - b['sparsity']:.0%} target"

@@ -38,22 +38,23 @@ def setup_section(res: dict, by: dict) -> list:
         f"Dense pre-training D = {D} updates (~{epochs:.1f} epochs), validated every {st['valid_interval']}. "
         f"Every method gets F = {F} updates ({F / D:.0%} of D) from the dense checkpoint, on the same batches "
         f"(each run starts at the first one, seed {st['seed']}); the small models D + F = {D + F} from scratch.",
-        f"- FLOP recipe: `flop-convert` (`--flop-decoder-layers` for the all-prunable budgets); P = "
-        f"{ph['prune']} updates ({st['prune_fraction']:.0%} of F) of `--criterion flop_adaptive_loss "
-        f"--target-sparsity s --sparsity-warmup-updates {fs['warmup']} --gate-lr-scale {fs['gate_lr_scale']:g} "
-        f"--lambda-lr-scale {fs['lambda_lr_scale']:g} --lambda2-init {fs['lambda2_init']:g}`; `flop-compact "
-        f"--target-sparsity s` (the exact budget, chosen by the gates' log_alpha); then F - P = {ph['finetune']} "
-        "updates of `adaptive_loss` fine-tuning of the compact model. The gate/multiplier settings are the "
-        "short-regime sweep's (below), not re-tuned for this regime or for the layer matrices.",
+        f"- FLOP: `flop-convert` (`--flop-decoder-layers` for the all-prunable budgets); all F = {F} updates of "
+        f"`--criterion flop_adaptive_loss --target-sparsity s --sparsity-warmup-updates {ph['warmup_all']} "
+        f"--gate-lr-scale {fs['gate_lr_scale']:g} --lambda-lr-scale {fs['lambda_lr_scale']:g} --lambda2-init "
+        f"{fs['lambda2_init']:g}`; `flop-compact --target-sparsity s` (the exact budget, chosen by the gates' "
+        "log_alpha). Chosen on validation among splits of F between pruning and fine-tuning (the split table "
+        "below). The gate/multiplier settings are the short-regime sweep's (below), not re-tuned for this "
+        "regime or for the layer matrices.",
         f"- Distillation (`+ distillation` rows, at {distilled} only): the dense model after D as teacher in "
         f"every one of the method's F updates, `--distill-teacher DENSE --distill-weight {kd['weight']:g} "
         f"--distill-temperature {kd['temperature']:g} --distill-chunk-tokens {kd['chunk_tokens']}` "
-        "(`distill_adaptive_loss` for the fine-tuning phases, `flop_adaptive_loss` and `agp_adaptive_loss` "
+        "(`distill_adaptive_loss` for SVD's fine-tuning, `flop_adaptive_loss` and `agp_adaptive_loss` "
         "take the same flags). Not at every budget: a distilled update costs several plain ones here (Speed).",
         f"- SVD truncation: the converted model's top singular components, ranks `budget_ranks` per band and, "
         f"for all-prunable budgets, the same fraction of every layer matrix's parameters; compacted, then F "
-        f"updates of fine-tuning. AGP: cubic ramp from 0 to s over the first {ph['warmup']} updates (where FLOP "
-        "reaches its target), every band matrix (and layer matrix, for all-prunable budgets) pruned to s_t, "
+        f"updates of fine-tuning. AGP: cubic ramp from 0 to s over the first {ph['warmup']} updates (where "
+        f"FLOP's {st['prune_fraction']:.0%} split reaches its target; FLOP itself reaches it at {ph['warmup_all']}, "
+        "so AGP spends more updates on its final mask), every band matrix (and layer matrix, for all-prunable budgets) pruned to s_t, "
         "then a fixed mask. Small: the SVD allocation's shape (low-rank layer matrices included), freshly "
         "initialised.",
         f"- Evaluation: `fairseq-eval-lm --tokens-per-sample {st['tokens_per_sample']} --max-tokens "

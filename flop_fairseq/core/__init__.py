@@ -15,7 +15,7 @@
 
 from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff
 from .band import GatedLowRankBand, LowRankBand
-from .budget import Allocation, GroupAllocation, allocate, apply_allocation, gate_median, target_params_for
+from .budget import Allocation, GroupAllocation, allocate, apply_allocation, gate_median, repin, target_params_for
 from .compaction import compact_model, match_structure
 from .counting import (
     ParamCounts,
@@ -36,7 +36,7 @@ from .linear import GatedLowRankLinear, LowRankLinear
 from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
 
 __all__ = [
-    "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "target_params_for",
+    "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "target_params_for",
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
     "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",

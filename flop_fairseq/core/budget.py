@@ -285,3 +285,15 @@ def apply_allocation(model: nn.Module, allocation: Allocation) -> None:
     if remaining != allocation.remaining_prunable_params:
         raise RuntimeError(f"the allocated model counts {remaining:,} remaining prunable parameters, not the "
                            f"{allocation.remaining_prunable_params:,} allocated; please report this model")
+
+
+@torch.no_grad()
+def repin(model: nn.Module) -> None:
+    """In place: every gate of ``model`` back to ``+PIN`` or ``-PIN``, on the side it is on. Pinned
+    gates get no gradient (a sampled ``z`` is clamped to exactly 0 or 1), but an optimizer's
+    momentum still moves them a little after :func:`apply_allocation`; re-pinning before every
+    update keeps a training run's state independent of when it was interrupted and resumed."""
+    for _, m in gated_modules(model):
+        gate = m.gate
+        pinned = torch.where(gate.log_alpha.detach() > 0, PIN, -PIN)
+        gate.log_alpha_raw.copy_((pinned - gate.log_alpha_offset) / gate.lr_scale)

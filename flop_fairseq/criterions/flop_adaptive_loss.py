@@ -9,7 +9,7 @@ from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..core import GatedModule, expected_sparsity, gated_modules, sparsity_stats
+from ..core import GatedModule, allocate, apply_allocation, expected_sparsity, gated_modules, repin, sparsity_stats
 from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
 from .distillation import DistillationConfig, Distiller
 from .replicas import check_replicas
@@ -28,7 +28,7 @@ class FlopAdaptiveLossConfig(DistillationConfig):
                           "--target-sparsity (0: the full target from the start)"},
     )
     gate_lr_scale: float = field(
-        default=20.0,
+        default=50.0,
         metadata={"help": "learning-rate multiplier of the gates' log_alpha relative to --lr "
                           "(applied by reparametrization, so one optimizer serves all)"},
     )
@@ -38,9 +38,15 @@ class FlopAdaptiveLossConfig(DistillationConfig):
                           "each update they take a gradient-ascent step lambda += lr * scale * dpenalty/dlambda"},
     )
     lambda2_init: float = field(
-        default=50.0,
+        default=500.0,
         metadata={"help": "initial lambda_2, the weight of the quadratic term (s - t)^2: the pull back "
                           "towards the target that keeps the sparsity from overshooting it"},
+    )
+    freeze_mask_update: int = field(
+        default=0,
+        metadata={"help": "from this update on, train the final structure: the mask becomes the exact "
+                          "budget of --target-sparsity (what flop-compact --target-sparsity keeps), its gates "
+                          "pinned, and the Lagrangian stops; the same run and optimizer go on (0: never)"},
     )
     check_replicas: bool = field(
         default=False,
@@ -68,8 +74,11 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
     NAME = "flop_adaptive_loss"
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
-                 lambda_lr_scale, lambda2_init=50.0, lr=1.0, check_replicas=False, distiller: Distiller = None):
+                 lambda_lr_scale, lambda2_init=500.0, lr=1.0, check_replicas=False, distiller: Distiller = None,
+                 freeze_mask_update=0):
         super().__init__(task, sentence_avg, distiller)
+        self.freeze_mask_update = freeze_mask_update
+        self._frozen = None  # weak reference to the model whose mask is frozen
         self.check_replicas = check_replicas
         self._checked_update = -1
         self.lambda2_init = lambda2_init
@@ -92,11 +101,16 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
+        if cfg.freeze_mask_update and cfg.freeze_mask_update < cfg.sparsity_warmup_updates:
+            raise SystemExit(f"flop_adaptive_loss: --freeze-mask-update {cfg.freeze_mask_update} comes before the "
+                             f"target is reached (--sparsity-warmup-updates {cfg.sparsity_warmup_updates}); "
+                             "freeze at or after the end of the warm-up")
         # the teacher loads last: a bad FLOP flag is reported without waiting for it
         distiller = Distiller.from_config(cfg, task, cls.NAME)
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
                    cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
-                   check_replicas=cfg.check_replicas, distiller=distiller)
+                   check_replicas=cfg.check_replicas, distiller=distiller,
+                   freeze_mask_update=cfg.freeze_mask_update)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -114,8 +128,23 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             m.gate.set_lr_scale(self.gate_lr_scale)
         self._configured = weakref.ref(model)
 
+    def _freeze(self, model) -> bool:
+        """Whether the mask is frozen at this update; freezes it (once per model) when its update comes.
+
+        Pinning is idempotent (the pinned gates are allocated first again, with value 1), so a run
+        resumed after the freeze pins the same mask again and leaves the weights as they are."""
+        if not self.freeze_mask_update or int(model.flop_lagrangian.num_updates) < self.freeze_mask_update:
+            return False
+        if self._frozen is None or self._frozen() is not model:
+            # pinned to |log_alpha| = 30, a sampled gate is exactly 0 or 1 and gets no gradient
+            apply_allocation(model, allocate(model, target_sparsity=self.target_sparsity))
+            self._frozen = weakref.ref(model)
+        repin(model)
+        return True
+
     def forward(self, model, sample, reduce=True):
         self._configure(model)
+        frozen = model.training and self._freeze(model)
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         if not model.training:
             return loss, sample_size, logging_output
@@ -124,7 +153,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             self._checked_update = int(lagrangian.num_updates)  # once per update, at its first forward
             check_replicas(model, self._checked_update)
         s = expected_sparsity(model)
-        penalty = lagrangian(s)
+        # frozen: s is the allocation's, and the multipliers rest where the search left them
+        penalty = s.new_zeros(()) if frozen else lagrangian(s)
         stats = sparsity_stats(model)
         w = sample_size
         logging_output.update({

@@ -2,9 +2,10 @@
 
 Steps: generate a Zipfian corpus with sequential structure -> fairseq-preprocess ->
 fairseq-train a small dense adaptive-input/softmax transformer_lm -> flop-convert ->
-fairseq-train --criterion flop_adaptive_loss to the target sparsity -> flop-compact ->
-fairseq-eval-lm on the dense and the compact model. Ends with a table and a PNG of
-the kept rank per band and of the expected/target sparsity over updates.
+fairseq-train --criterion flop_adaptive_loss to the target sparsity -> flop-compact
+--target-sparsity (the exact budget) -> fairseq-train of the compact model (the final
+structure fine-tuned) -> fairseq-eval-lm on the dense and the pruned model. Ends with a table
+and a PNG of the kept rank per band and of the expected/target sparsity over updates.
 
 ``python -m flop_fairseq.demo [--data DATA_BIN] [--workdir demo_run] [--target 0.5]`` (or ``flop-demo``)
 """
@@ -129,7 +130,11 @@ def main(argv=None):
     p.add_argument("--workdir", default="demo_run", help="where everything is written (default ./demo_run)")
     p.add_argument("--target", type=float, default=0.5, help="target sparsity of the band parameters")
     p.add_argument("--dense-updates", type=int, default=350, help="dense pre-training updates")
-    p.add_argument("--prune-updates", type=int, default=300, help="FLOP pruning updates")
+    p.add_argument("--prune-updates", type=int, default=180, help="FLOP pruning updates")
+    p.add_argument("--finetune-updates", type=int, default=120,
+                   help="fine-tuning updates of the compact model after pruning (0: none)")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="weight of distillation from the dense model in pruning and fine-tuning (0: none)")
     p.add_argument("--eval-repeats", type=int, default=3, help="fairseq-eval-lm passes per model (median tokens/s)")
     p.add_argument("--types", type=int, default=20000, help="vocabulary of the generated corpus")
     p.add_argument("--train-tokens", type=int, default=800_000, help="training tokens of the generated corpus")
@@ -142,6 +147,10 @@ def main(argv=None):
     for flag in ("dense_updates", "prune_updates", "eval_repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.finetune_updates < 0:
+        p.error("--finetune-updates must be at least 0")
+    if not 0.0 <= args.distill_weight <= 1.0:
+        p.error("--distill-weight must be in [0, 1]")
 
     work = os.path.abspath(args.workdir)
     marker = os.path.join(work, ".flop_demo")
@@ -189,7 +198,7 @@ def main(argv=None):
     # One dense run of dense+prune updates, saved at dense_updates: FLOP starts from that
     # checkpoint, and the last one is the dense model with the same number of updates as
     # the pruned one, so the table separates the cost of pruning from the extra training.
-    total = args.dense_updates + args.prune_updates
+    total = args.dense_updates + args.prune_updates + args.finetune_updates
     run("fairseq-train: dense transformer_lm with adaptive input/softmax",
         [_tool("fairseq-train"), *common, "--arch", "transformer_lm", *model, "--criterion", "adaptive_loss",
          "--lr", 0.003, "--max-update", total, "--save-interval-updates", args.dense_updates,
@@ -204,26 +213,40 @@ def main(argv=None):
     flop_init = os.path.join(work, "flop_init.pt")
     run("flop-convert", [_tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.8],
         os.path.join(logs, "convert.log"), show=lambda l: l.strip())
-    warmup = args.prune_updates * 2 // 5
+    warmup = args.prune_updates * 4 // 5
+    # the dense model FLOP starts from teaches both phases: the full next-token distribution
+    # gives every band's gates a signal at every token, not only at its own rare words
+    distill = ["--distill-teacher", dense, "--distill-weight", args.distill_weight] if args.distill_weight else []
     prune_log = run(f"fairseq-train: FLOP pruning to sparsity {args.target}",
                     [_tool("fairseq-train"), *common, "--user-dir", user_dir_path(),
                      "--arch", "flop_transformer_lm", *model, "--criterion", "flop_adaptive_loss",
-                     "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup,
+                     "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup, *distill,
                      "--lr", 0.003,
                      "--finetune-from-model", flop_init, "--max-update", args.prune_updates,
                      "--save-dir", flop_dir],
                     os.path.join(logs, "train_flop.log"), show=show_train)
     gated = os.path.join(flop_dir, "checkpoint_last.pt")
     compact = os.path.join(work, "compact.pt")
-    run("flop-compact", [_tool("flop-compact"), gated, compact], os.path.join(logs, "compact.log"),
-        show=lambda l: l.rstrip())
+    # the exact budget: the gates' log_alpha rank the components, the cheapest are dropped first
+    run("flop-compact", [_tool("flop-compact"), gated, compact, "--target-sparsity", args.target],
+        os.path.join(logs, "compact.log"), show=lambda l: l.rstrip())
     rep_out = run("flop-report --json", [_tool("flop-report"), compact, "--json"], os.path.join(logs, "report.log"))
     report = json.loads(rep_out[rep_out.index("{"):])
+    pruned = compact
+    if args.finetune_updates:
+        ft_dir = os.path.join(work, "finetune")
+        run("fairseq-train: fine-tuning the compact model",
+            [_tool("fairseq-train"), *common, "--user-dir", user_dir_path(), "--arch", "flop_transformer_lm", *model,
+             *(["--criterion", "distill_adaptive_loss", *distill] if distill else ["--criterion", "adaptive_loss"]),
+             "--lr", 0.003, "--finetune-from-model", compact,
+             "--max-update", args.finetune_updates, "--save-dir", ft_dir],
+            os.path.join(logs, "train_finetune.log"), show=show_train)
+        pruned = os.path.join(ft_dir, "checkpoint_last.pt")
     # eval-lm's tokens/s moves by +-10% from pass to pass on a shared CPU: alternate the
     # dense and compact passes and report the median
     evals = {"dense": [], "compact": []}
     for i in range(args.eval_repeats):
-        for name, path in (("dense", dense), ("compact", compact)):
+        for name, path in (("dense", dense), ("compact", pruned)):
             evals[name].append(eval_lm(data_bin, path, os.path.join(logs, f"eval_{name}_{i + 1}.log"), tps))
     dense_long_ppl, _ = eval_lm(data_bin, dense_long, os.path.join(logs, "eval_dense_long.log"), tps)
     dense_ppl, dense_speed = evals["dense"][0][0], statistics.median(s for _, s in evals["dense"])
@@ -239,9 +262,10 @@ def main(argv=None):
     c_total, c_band = compact_counts["total_params"], compact_counts["remaining_band_params"]
     png = os.path.join(work, "flop_demo.png")
     plot(report, parse_schedule(prune_log), png)
-    n, m = args.dense_updates, args.prune_updates
+    n, m = args.dense_updates, args.prune_updates + args.finetune_updates
+    done = f"{n} + {args.prune_updates} FLOP" + (f" + {args.finetune_updates} FT" if args.finetune_updates else "")
     rows = [("", "dense", "FLOP compact", "dense"),
-            ("updates", f"{n}", f"{n} + {m} FLOP", f"{n + m}"),
+            ("updates", f"{n}", done, f"{n + m}"),
             ("parameters (total_params)", f"{d_total:,}", f"{c_total:,}", f"{d_total:,}"),
             ("band parameters", f"{d_band:,}", f"{c_band:,}", f"{d_band:,}"),
             ("test perplexity", f"{dense_ppl:.2f}", f"{small_ppl:.2f}", f"{dense_long_ppl:.2f}"),
@@ -249,13 +273,14 @@ def main(argv=None):
     print(f"\n== result (target sparsity {args.target}, hard sparsity {report['sparsity']:.3f}, "
           f"kept ranks {[b['kept'] for b in report['bands']]} of {[b['rank'] for b in report['bands']]})")
     for r in rows:
-        print(f"   {r[0]:<31} {r[1]:>12} {r[2]:>16} {r[3]:>12}")
+        print(f"   {r[0]:<31} {r[1]:>12} {r[2]:>22} {r[3]:>12}")
     with open(os.path.join(work, "result.json"), "w") as f:
-        json.dump({"target": args.target, "hard_sparsity": report["sparsity"],
+        json.dump({"target": args.target, "hard_sparsity": report["sparsity"], "distill_weight": args.distill_weight,
                    "kept_ranks": [b["kept"] for b in report["bands"]], "ranks": [b["rank"] for b in report["bands"]],
                    "dense": {"updates": n, "total_params": d_total, "band_params": d_band, "test_ppl": dense_ppl,
                              "eval_tokens_per_s": dense_speed},
-                   "compact": {"updates": n + m, "total_params": c_total, "band_params": c_band,
+                   "compact": {"updates": n + m, "prune_updates": args.prune_updates,
+                               "finetune_updates": args.finetune_updates, "total_params": c_total, "band_params": c_band,
                                "test_ppl": small_ppl, "eval_tokens_per_s": small_speed},
                    "dense_same_updates": {"updates": n + m, "test_ppl": dense_long_ppl}}, f, indent=1)
     print(f"\npicture: {png}")
