@@ -68,13 +68,14 @@ def test_every_method_gets_the_same_updates(tmp_path):
         total = sum(max_update(a) for a in train_cmds(r, m))
         want = {"dense": D, "small": D + F}.get(m["method"], F)
         assert total == want, (name, total, want)
-    for key in ("b50", "a70"):
-        assert [max_update(a) for a in train_cmds(r, models[f"flopp60_{key}"])] == [ph["prune"], ph["finetune"]]
-        assert [max_update(a) for a in train_cmds(r, models[f"flopp30_{key}"])] == [round(0.3 * F), F - round(0.3 * F)]
-        prune = train_cmds(r, models[f"flopp90_{key}"])[0]
-        assert max_update(prune) == round(0.9 * F)
-        assert prune[prune.index("--sparsity-warmup-updates") + 1] == str(round(0.8 * round(0.9 * F)))
-        assert models[f"flopp90_{key}"]["method"] == "flop-p90"
+    for b in BUDGETS_USERS:  # the 60% split everywhere, 30% and 90% at 50% of the bands
+        assert [max_update(a) for a in train_cmds(r, models[f"flopp60_{b.key}"])] == [ph["prune"], ph["finetune"]]
+        assert (f"flopp30_{b.key}" in models) is (b.key == "b50")
+    assert [max_update(a) for a in train_cmds(r, models["flopp30_b50"])] == [round(0.3 * F), F - round(0.3 * F)]
+    prune = train_cmds(r, models["flopp90_b50"])[0]
+    assert max_update(prune) == round(0.9 * F)
+    assert prune[prune.index("--sparsity-warmup-updates") + 1] == str(round(0.8 * round(0.9 * F)))
+    assert models["flopp90_b50"]["method"] == "flop-p90"
 
 
 def test_distillation_only_where_asked_with_the_dense_teacher(tmp_path):
@@ -181,10 +182,10 @@ def users_results():
         if b.key in DISTILL_BUDGETS:
             rows += [row("flop+kd", b.key, 171.0, k, ranks=[60, 16, 4]), row("svd+ft+kd", b.key, 176.0, k),
                      row("agp+kd", b.key, 173.0, k)]
-    rows += [row("flop-p60", "b50", 185.0, ranks=[90, 16, 1]), row("flop-plain", "b50", 186.0, 0.505)]
+    rows += [row("flop-p60", b.key, 185.0 if b.key != "b90" else 170.0, 1 - b.sparsity, ranks=[90, 16, 1])
+             for b in BUDGETS_USERS]
+    rows += [row("flop-plain", "b50", 186.0, 0.505), row("flop-p30", "b50", 178.0), row("flop-p90", "b50", 180.0)]
     rows[[x["name"] for x in rows].index("flop_b90")]["ranks"] = [28, 1, 0]
-    rows += [row("flop-p30", k, ppl) for k, ppl in (("b50", 173.0), ("a70", 177.0))]
-    rows += [row("flop-p90", k, ppl) for k, ppl in (("b50", 180.0), ("a70", 174.0))]
     whole = next(x for x in rows if x["name"] == "flop_a70")
     whole["layer_kept"], whole["layer_rank"] = 300, 1024
     speed = {"label": "dense", "params": 1_116_544, "file_mib": 4.0, "scorer_tokens_per_s": 7000.0,
@@ -231,14 +232,16 @@ def test_report_renders_every_section(tmp_path):
     assert "FLOP (no distillation) beats SVD truncation + fine-tuning at 5 of 5 budgets" in text
     assert "FLOP 175.0 -> 171.0 (-2.3%)" in text
     assert "A distilled update costs about 2.0 plain ones" in text
-    assert "- FLOP closes a whole band (kept ranks; SVD's at the same budget): 10% of the band " \
-           "parameters 28/1/0 (60/16/4)." in text
+    assert "- FLOP closes a whole band" not in text  # FLOP's chosen row at 10% keeps every band
     # the split of F: every fraction in order, the best on validation in bold
     split = text[text.index("### How to split F"):text.index("### What the numbers say")]
     b50 = [line for line in split.splitlines() if line.startswith("| 50% of the band")]
     assert [line.split(" | ")[1] for line in b50] == ["150 (30%)", "300 (60%)", "450 (90%)", "500 (100%)"]
-    assert b50[0].endswith("| 350 | 50.0% | **183.0** | 173.0 |") and b50[3].endswith("| 0 | 50.0% | 185.0 | 175.0 |")
-    assert "| 30% of the all prunable parameters | 450 (90%) | 50 | 50.0% | **184.0** | 174.0 |" in split
+    assert b50[0].endswith("| 350 | 50.0% | 188.0 | 178.0 |") and b50[3].endswith("| 0 | 50.0% | **185.0** | 175.0 |")
+    assert "| 10% of the band parameters | 300 (60%) | 200 | 10.0% | **180.0** | 170.0 |" in split
+    # FLOP's row at 10% of the bands is the split chosen on validation
+    b90 = text[text.index("### 10% of the band parameters"):text.index("### 50% of the all")]
+    assert "| FLOP 60% of F, then fine-tuning | 71,999 | 10.0% |" in b90 and "| FLOP | " not in b90
     # the short regime's headline rows, from the committed record
     assert "| 10% | FLOP | 70,400 | 9.8% | 467,200 | 24/2/0 | 318.3 | 293.7 |" in text
     assert "253.9 (0.495)" in text  # the sweep table

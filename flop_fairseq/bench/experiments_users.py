@@ -8,9 +8,10 @@ dense model -- the same data, since every run starts at the first batch with see
 - ``flop``: ``flop-convert`` (``--flop-decoder-layers`` for a whole-model budget), F updates
   of ``flop_adaptive_loss`` (target reached at 0.8 F), ``flop-compact --target-sparsity s`` (the
   exact budget);
-- at :data:`SPLIT_BUDGETS`, ``flop-p30``, ``flop-p60``, ``flop-p90``: P = 0.3, 0.6, 0.9 F updates
-  of ``flop_adaptive_loss`` (target reached at 0.8 P), the exact budget, then F - P updates of
-  ``adaptive_loss`` fine-tuning of the compact model in a second run;
+- ``flop-p60`` (and at :data:`SPLIT_BUDGETS` ``flop-p30``, ``flop-p90``): P = 0.6 (0.3, 0.9) F
+  updates of ``flop_adaptive_loss`` (target reached at 0.8 P), the exact budget, then F - P
+  updates of ``adaptive_loss`` fine-tuning of the compact model in a second run; the report's
+  FLOP row at each budget is the FLOP model with the best validation perplexity;
 - ``svd+ft``: SVD truncation to the budget (``budget_ranks``, and ``matrix_ranks`` for the layer
   matrices), compacted, F updates of fine-tuning;
 - ``agp``: F updates of AGP magnitude pruning (``--agp-layers`` for a whole-model budget), the
@@ -128,9 +129,8 @@ class UsersGraph:
                 self.svd_ft(b, distill)
                 self.agp(b, distill)
             self.small(b)
-        for key in SPLIT_BUDGETS:
-            for split in split_fractions():
-                self.flop_recipe(budget(key), False, split)
+            for split in split_fractions() if b.key in SPLIT_BUDGETS else (PRUNE_FRACTION,):
+                self.flop_recipe(b, False, split)
         self.evaluations()
         return self.models
 

@@ -55,14 +55,15 @@ def plot_users(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report_users import LABEL
+    from .report_users import LABEL, headline
 
-    rows = results["rows"]
+    rows, head = results["rows"], headline(results)  # FLOP's series: its row chosen on validation per budget
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, scope, field, xlabel in ((axes[0], "bands", "band_params", "band parameters kept, thousands"),
                                      (axes[1], "all", "all_params", "all prunable parameters kept, thousands")):
         for method, (color, marker, ls) in USERS_STYLES.items():
-            pts = sorted((x for x in rows if x["method"] == method and x["scope"] == scope), key=lambda x: x[field])
+            pts = sorted((x for (m, _), x in head.items() if m == method and x["scope"] == scope),
+                         key=lambda x: x[field])
             if pts:
                 ax.plot([x[field] / 1e3 for x in pts], [x["test_ppl"] for x in pts], color=color, marker=marker,
                         ls=ls, label=LABEL[method])

@@ -55,11 +55,11 @@ DISTILL_BUDGETS = ("b50",)
 # own count: ``flop-plain``).
 ABLATION_BUDGET = "b50"
 
-# The split of F, chosen on validation: at these budgets FLOP also runs with PRUNE_FRACTION and
-# these fractions of F spent pruning, the rest fine-tuning the compact model (in a second
-# fairseq-train run, whose Adam starts afresh).
+# The split of F, chosen on validation at every budget: FLOP over all of F or PRUNE_FRACTION of
+# it, the rest fine-tuning the compact model (in a second fairseq-train run, whose Adam starts
+# afresh); at SPLIT_BUDGETS also SPLIT_FRACTIONS.
 SPLIT_FRACTIONS = (0.3, 0.9)
-SPLIT_BUDGETS = ("b50", "a70")
+SPLIT_BUDGETS = ("b50",)
 
 # The dense curve: the gain of the last REMAINING_GAIN_INTERVALS validation intervals is the
 # "remaining gain" the report states (2 x 250 = the last 500 updates in full mode).
