@@ -127,5 +127,5 @@ def speed_section(res: dict) -> list:
     L += [f"| {m['label']} | {m['params']:,} | {m['file_mib']:.2f} | {m['scorer_tokens_per_s']:,.0f} | "
           f"{m['loss_tokens_per_s']:,.0f} | {m['scorer_tokens_per_s'] / d0['scorer_tokens_per_s']:.2f}x | "
           f"{m['loss_tokens_per_s'] / d0['loss_tokens_per_s']:.2f}x |" for m in es["models"]]
-    return L + ["", "The FLOP models timed are the recipe's (fine-tuned checkpoints: their files hold Adam's state "
-                "too). AGP's zeros are stored as dense tensors: no speed-up.\n"]
+    return L + ["", "The FLOP models timed are `flop-compact --target-sparsity`'s output of FLOP over all of F "
+                "(weights only). AGP's zeros are stored as dense tensors: no speed-up.\n"]
