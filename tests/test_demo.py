@@ -48,10 +48,10 @@ def test_demo_on_generated_corpus(tmp_path):
     (work / ".flop_demo").touch()
     (work / "stale.txt").write_text("from an earlier run")
     proc = demo("--workdir", work, "--types", 1500, "--train-tokens", 30_000, "--dense-updates", 8,
-                "--prune-updates", 8, "--finetune-updates", 4, "--eval-repeats", 1)
+                "--prune-updates", 8, "--finetune-updates", 4, "--distill-weight", 0.5, "--eval-repeats", 1)
     check_result(work, proc, 8, 8, 4, 0.5)
     assert "8 + 8 FLOP + 4 FT" in proc.stdout
-    # distilled from the dense model in both phases by default
+    # distilled from the dense model in both phases
     res = json.load(open(work / "result.json"))
     assert res["distill_weight"] == 0.5
     assert "distill_kl " in (work / "logs" / "train_flop.log").read_text()
@@ -63,9 +63,10 @@ def test_demo_on_generated_corpus(tmp_path):
 def test_demo_on_user_data(data_bin, tmp_path):
     work = tmp_path / "demo"
     proc = demo("--data", data_bin, "--workdir", work, "--dense-updates", 10, "--prune-updates", 10,
-                "--finetune-updates", 0, "--distill-weight", 0, "--eval-repeats", 1, "--target", 0.3)
+                "--finetune-updates", 0, "--eval-repeats", 1, "--target", 0.3)
     check_result(work, proc, 10, 10, 0, 0.3)
-    assert "distill_kl" not in (work / "logs" / "train_flop.log").read_text()
+    assert "distill_kl" not in (work / "logs" / "train_flop.log").read_text()  # not distilled by default
+    assert json.load(open(work / "result.json"))["distill_weight"] == 0.0
     assert "generating" not in proc.stdout and not (work / "data-bin").exists()
 
 
