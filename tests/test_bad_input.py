@@ -92,6 +92,8 @@ TRAIN_CASES = [
     ({"--decoder-output-dim": "64"}, "--tie-adaptive-weights needs"),
     ({"--adaptive-softmax-cutoff": None}, "set --adaptive-input with --adaptive-input-cutoff"),
     ({"--flop-layer-rank-ratio": "1.5", "--flop-decoder-layers": ""}, "--flop-layer-rank-ratio must be in (0, 1]"),
+    ({"--freeze-mask-update": "-5"}, "--freeze-mask-update must be >= 0"),
+    ({"--freeze-mask-update": "5", "--bf16": ""}, "--freeze-mask-update does not work with --fp16/--bf16"),
 ]
 
 TXL_ARGS = ["--task", "truncated_bptt_lm", "--tokens-per-sample", "16", "--batch-size", "4", "--arch",

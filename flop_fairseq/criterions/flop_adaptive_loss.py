@@ -54,6 +54,12 @@ class FlopAdaptiveLossConfig(DistillationConfig):
                           "multiplier across ranks before each update and stop if they differ"},
     )
     lr: List[float] = II("optimization.lr")
+    # --freeze-mask-update edits parameters in place, which fairseq's fp16/bf16 optimizer would
+    # overwrite from its fp32 copies at the next step
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    memory_efficient_fp16: bool = II("common.memory_efficient_fp16")
+    memory_efficient_bf16: bool = II("common.memory_efficient_bf16")
 
 
 @register_criterion("flop_adaptive_loss", dataclass=FlopAdaptiveLossConfig)
@@ -101,6 +107,13 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
+        if cfg.freeze_mask_update < 0:
+            raise SystemExit("flop_adaptive_loss: --freeze-mask-update must be >= 0 (0: never)")
+        if cfg.freeze_mask_update and (cfg.fp16 or cfg.bf16) and not (cfg.memory_efficient_fp16
+                                                                      or cfg.memory_efficient_bf16):
+            raise SystemExit("flop_adaptive_loss: --freeze-mask-update does not work with --fp16/--bf16, whose "
+                             "fp32 parameter copies would undo the frozen mask; use --memory-efficient-fp16 "
+                             "(or --memory-efficient-bf16), --amp, or fp32")
         if cfg.freeze_mask_update and cfg.freeze_mask_update < cfg.sparsity_warmup_updates:
             raise SystemExit(f"flop_adaptive_loss: --freeze-mask-update {cfg.freeze_mask_update} comes before the "
                              f"target is reached (--sparsity-warmup-updates {cfg.sparsity_warmup_updates}); "
