@@ -247,6 +247,14 @@ def _gate_factor(module: GatedModule):
 
 
 @torch.no_grad()
+def _pin(gate: HardConcrete, is_open: torch.Tensor) -> None:
+    """``log_alpha = +PIN`` where ``is_open`` (shape ``(n,)``, bool), ``-PIN`` elsewhere, through
+    the gate's reparametrization ``log_alpha = lr_scale * log_alpha_raw + offset``."""
+    log_alpha = torch.where(is_open, PIN, -PIN).to(gate.log_alpha_raw.dtype)
+    gate.log_alpha_raw.copy_((log_alpha - gate.log_alpha_offset) / gate.lr_scale)
+
+
+@torch.no_grad()
 def apply_allocation(model: nn.Module, allocation: Allocation) -> None:
     """In place: ``model``'s eval mask becomes ``allocation`` (made by :func:`allocate` for this model
     or an unchanged copy of it; groups are matched by name): each kept component's value ``z_i``
@@ -274,9 +282,9 @@ def apply_allocation(model: nn.Module, allocation: Allocation) -> None:
         shape = [1] * factor.dim()
         shape[axis] = gate.n
         factor.mul_(scale.view(shape))
-        log_alpha = torch.full_like(gate.log_alpha_raw, -PIN)
-        log_alpha[g.keep.to(log_alpha.device)] = PIN
-        gate.log_alpha_raw.copy_((log_alpha - gate.log_alpha_offset) / gate.lr_scale)
+        is_open = torch.zeros(gate.n, dtype=torch.bool, device=gate.log_alpha_raw.device)
+        is_open[g.keep.to(is_open.device)] = True
+        _pin(gate, is_open)
         z = gate.deterministic()
         if not (torch.equal(torch.nonzero(z, as_tuple=True)[0].cpu(), g.keep.sort().values)
                 and bool((z[z > 0] == 1).all())):
@@ -294,6 +302,4 @@ def repin(model: nn.Module) -> None:
     momentum still moves them a little after :func:`apply_allocation`; re-pinning before every
     update keeps a training run's state independent of when it was interrupted and resumed."""
     for _, m in gated_modules(model):
-        gate = m.gate
-        pinned = torch.where(gate.log_alpha.detach() > 0, PIN, -PIN)
-        gate.log_alpha_raw.copy_((pinned - gate.log_alpha_offset) / gate.lr_scale)
+        _pin(m.gate, m.gate.log_alpha.detach() > 0)
