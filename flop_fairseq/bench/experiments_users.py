@@ -22,8 +22,8 @@ dense model -- the same data, since every run starts at the first batch with see
   fine-tuning phases).
 
 Plus the unpruned reference ``dense+ft`` (D + F updates), at :data:`ABLATION_BUDGET` the
-recipe's model compacted as trained (``flop-plain``, the short-regime recipe). Every model is evaluated on valid and test, counted, and a few are timed
-(one at a time).
+recipe's model compacted as trained (``flop-plain``, the short-regime recipe). Every model is
+evaluated on valid and test, counted, and a few are timed (one at a time).
 """
 
 import os
@@ -32,9 +32,10 @@ from typing import Dict
 from . import estimate
 from .experiments import AGP_FILES, BASELINE_FILES, BENCH_CLI, SPEED_FILES, _post_eval
 from .runner import Cmd, Runner, Step
-from .settings import MAX_TOKENS, MODEL_FLAGS, PY, SEED, eval_flags, flop_settings, script, tool, train_flags
+from .settings import MAX_TOKENS, MODEL_FLAGS, PY, SEED, eval_flags, flop_settings, script, tag, tool, \
+    train_flags
 from .settings_users import ABLATION_BUDGET, BUDGETS_USERS, DISTILL_BUDGETS, PRUNE_FRACTION, SPLIT_BUDGETS, \
-    Budget, budget, distill_flags, phases, split_fractions, split_suffix, split_tag
+    Budget, budget, distill_flags, phases, split_fractions, split_suffix
 
 KD = "+kd"  # the suffix of a distilled method
 
@@ -144,7 +145,7 @@ class UsersGraph:
         ph = phases(self.F, split)
         fs, kinds = flop_settings(ph["prune"]), _kinds(b)
         # PRUNE_FRACTION's steps keep the names they had as the recipe
-        suffix = ("kd" if distill else "") + ("" if split == PRUNE_FRACTION else f"_p{split_tag(split)}")
+        suffix = ("kd" if distill else "") + ("" if split == PRUNE_FRACTION else f"_p{tag(split)}")
         st = f"flopprune_{b.key}" + suffix
         ckpt = self.p(st, "ckpt/checkpoint_last.pt")
         self.r.add(Step(st, [

@@ -54,8 +54,8 @@ def setup_section(res: dict, by: dict) -> list:
         f"for all-prunable budgets, the same fraction of every layer matrix's parameters; compacted, then F "
         f"updates of fine-tuning. AGP: cubic ramp from 0 to s over the first {ph['warmup']} updates (where "
         f"FLOP's {st['prune_fraction']:.0%} split reaches its target; FLOP itself reaches it at {ph['warmup_all']}, "
-        "so AGP spends more updates on its final mask), every band matrix (and layer matrix, for all-prunable budgets) pruned to s_t, "
-        "then a fixed mask. Small: the SVD allocation's shape (low-rank layer matrices included), freshly "
+        "so AGP spends more updates on its final mask), every band matrix (and layer matrix, for "
+        "all-prunable budgets) pruned to s_t, then a fixed mask. Small: the SVD allocation's shape (low-rank layer matrices included), freshly "
         "initialised.",
         f"- Evaluation: `fairseq-eval-lm --tokens-per-sample {st['tokens_per_sample']} --max-tokens "
         f"{st['eval_max_tokens']}` on {ev}; perplexity per token, no context across the blocks.\n",

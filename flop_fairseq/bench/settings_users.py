@@ -8,7 +8,7 @@ stores with the results, which is what the report reads.
 
 from typing import List, NamedTuple
 
-from .settings import WARMUP_FRACTION, flop_settings, setup_record
+from .settings import WARMUP_FRACTION, flop_settings, setup_record, tag
 
 
 class Budget(NamedTuple):
@@ -71,14 +71,9 @@ def split_fractions() -> List[float]:
     return sorted(SPLIT_FRACTIONS + (PRUNE_FRACTION,))
 
 
-def split_tag(fraction: float) -> str:
-    """``0.3`` -> ``"30"`` (step and method names of the split sweep)."""
-    return f"{int(round(fraction * 100))}"
-
-
 def split_suffix(fraction: float) -> str:
     """The split sweep's method suffix: ``flop`` + ``-p30`` for 30% of F pruning."""
-    return f"-p{split_tag(fraction)}"
+    return f"-p{tag(fraction)}"
 
 
 def budget(key: str) -> Budget:
@@ -86,10 +81,9 @@ def budget(key: str) -> Budget:
 
 
 def phases(finetune_updates: int, prune_fraction: float = PRUNE_FRACTION) -> dict:
-    """The recipe's split of F: ``prune`` (P) and ``finetune`` (F - P) updates, the FLOP
-    target warm-up within P (``warmup``) and within all of F for the no-fine-tuning ablation
-    (``warmup_all``). AGP's ramp ends where FLOP's target is reached (``warmup``), so both
-    methods spend the same updates on their final structure."""
+    """A split of F: ``prune`` (P = ``prune_fraction`` F) and ``finetune`` (F - P) updates, the
+    FLOP target warm-up within P (``warmup``) and within all of F (``warmup_all``: FLOP's own
+    schedule). AGP's ramp ends at ``warmup`` of PRUNE_FRACTION's split."""
     prune = max(1, min(finetune_updates - 1, int(round(prune_fraction * finetune_updates))))
     return {"prune": prune, "finetune": finetune_updates - prune,
             "warmup": int(round(WARMUP_FRACTION * prune)), "warmup_all": int(round(WARMUP_FRACTION * finetune_updates))}

@@ -283,8 +283,8 @@ def main(argv=None):
                    "dense": {"updates": n, "total_params": d_total, "band_params": d_band, "test_ppl": dense_ppl,
                              "eval_tokens_per_s": dense_speed},
                    "compact": {"updates": n + m, "prune_updates": args.prune_updates,
-                               "finetune_updates": args.finetune_updates, "total_params": c_total, "band_params": c_band,
-                               "test_ppl": small_ppl, "eval_tokens_per_s": small_speed},
+                               "finetune_updates": args.finetune_updates, "total_params": c_total,
+                               "band_params": c_band, "test_ppl": small_ppl, "eval_tokens_per_s": small_speed},
                    "dense_same_updates": {"updates": n + m, "test_ppl": dense_long_ppl}}, f, indent=1)
     print(f"\npicture: {png}")
     print(f"demo finished in {time.time() - start:.0f}s")
