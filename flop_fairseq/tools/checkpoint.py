@@ -150,14 +150,22 @@ def _python_numbers(obj):
 
 def build_and_load(cfg_model, model_cls, model_state, path: str):
     """The model ``cfg_model`` describes, at the vocabulary ``model_cls`` reads from ``model_state``,
-    with those weights loaded (strictly), in eval mode; a one-line :class:`CheckpointError` when
-    they do not fit."""
+    with those weights loaded (through fairseq's ``load_state_dict``, which upgrades the key
+    layouts of older fairseq releases; then every key must fit), in eval mode; a one-line
+    :class:`CheckpointError` when they do not fit."""
     try:
         model = build_model(cfg_model, model_cls.vocab_size_from_state(model_state))
-        model.load_state_dict(model_state, strict=True)
+        found = model.load_state_dict(model_state, strict=False)
     except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: "
-                              f"{str(e).splitlines()[0]}")
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {detail[:300]}")
+    missing, unexpected = found.missing_keys, found.unexpected_keys
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its config describes, in this fairseq's key layout or an "
+            f"older one it upgrades: {len(missing)} missing ({', '.join(missing[:2])}), "
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:2])})")
     return model.eval()
 
 
