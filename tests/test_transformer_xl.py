@@ -22,7 +22,9 @@ from flop_fairseq.models.transformer_xl.from_hf import cfg_from_hf, init_from_hf
 from flop_fairseq.models.transformer_xl.layer import PositionalEmbedding
 from flop_fairseq.models.transformer_xl.model import spec_from_cfg
 from flop_fairseq.models.transformer_xl.network import TransformerXLNetwork, TxlSpec
+from flop_fairseq.tools.checkpoint import CheckpointError
 from flop_fairseq.tools.fairseq_log import parse_eval_lm
+from flop_fairseq.tools.hf_transfo_xl import read_vocabulary
 
 torch.set_num_threads(1)
 SMALL = dict(vocab_size=60, cutoffs=[10, 30], d_model=16, n_head=2, d_head=8, d_inner=32, n_layer=2, dropout=0.0)
@@ -220,8 +222,6 @@ def test_wt103_preset_parameter_counts(arch, expected):
 
 
 def test_vocabulary_pickle_runs_nothing(tmp_path):
-    from flop_fairseq.tools.hf_transfo_xl import read_vocabulary
-
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path}/pwned",))
@@ -230,6 +230,18 @@ def test_vocabulary_pickle_runs_nothing(tmp_path):
         pickle.dump({"idx2sym": ["<eos>", "a"], "hook": Evil()}, f)
     assert read_vocabulary(str(tmp_path)) == ["<eos>", "a"]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_added_tokens_join_the_vocabulary_at_their_ids(tmp_path):
+    (tmp_path / "vocab.txt").write_text("<eos>\na\n<unk>\n")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {
+        "0": {"content": "<eos>"}, "3": {"content": "<formula>"}, "4": {"content": "<extra>"}}}))
+    assert read_vocabulary(str(tmp_path), 5) == ["<eos>", "a", "<unk>", "<formula>", "<extra>"]
+    # an added token at an id the model does not have is not the model's
+    assert read_vocabulary(str(tmp_path), 4) == ["<eos>", "a", "<unk>", "<formula>"]
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<other>": 3}))
+    with pytest.raises(CheckpointError, match="give id 3 to both"):
+        read_vocabulary(str(tmp_path), 5)
 
 
 # The CLI calls of a test run in one process (tests/cli_driver.py), each through its console
@@ -286,10 +298,12 @@ HF_DIR_ARCH = ["--n-layer", "2", "--d-model", "16", "--d-embed", "16", "--n-head
 
 
 def _hf_directory(root):
+    """A tiny random HF model of 60 types saved with HF's tokenizer, whose vocabulary file lacks
+    ``<formula>``: the tokenizer adds it (id 59, added_tokens.json), and the model counts it."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("sacremoses")
-    words = ["<eos>", "the", "a", "<unk>"] + [f"w{i}" for i in range(56)]
-    (root / "src_vocab.txt").write_text("\n".join(words) + "\n")
+    words = ["<eos>", "the", "a", "<unk>"] + [f"w{i}" for i in range(55)] + ["<formula>"]
+    (root / "src_vocab.txt").write_text("\n".join(words[:-1]) + "\n")
     hf = _hf_model(div_val=2, d_embed=16, tie_projs=[False, True, True], untie_r=True)
     hf.save_pretrained(root / "hf")
     with warnings.catch_warnings():
@@ -301,6 +315,7 @@ def _hf_directory(root):
 def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
     hf, words = _hf_directory(tmp_path)
     assert (tmp_path / "hf/vocab.pkl").exists()
+    assert read_vocabulary(str(tmp_path / "hf"), 60) == words  # <formula> from the added tokens
     batch = Batch()
     convert = batch.add("flop-convert", tmp_path / "hf", tmp_path / "flop.pt", "--dict", tmp_path / "dict.txt")
     # a token stream of whole segments: 2 rows x 4 segments of 8 tokens, lines end in <eos> (fairseq's </s>)

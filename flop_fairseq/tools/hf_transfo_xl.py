@@ -4,7 +4,8 @@ The directory holds ``config.json``, ``model.safetensors`` or ``pytorch_model.bi
 only: ``safetensors`` or ``torch.load(weights_only=True)``) and, where there is one, the tokenizer's
 vocabulary: ``vocab.pkl`` (a pickle of the tokenizer's whole ``__dict__``: read with
 :class:`_VocabUnpickler`, which builds only plain containers and stubs every other class, so
-nothing in the file runs) or ``vocab.txt`` (one symbol per line).
+nothing in the file runs) or ``vocab.txt`` (one symbol per line), then the tokenizer's added tokens
+(``added_tokens.json``, ``tokenizer_config.json``) at their ids.
 
 fairseq's dictionary puts ``<s> <pad> </s> <unk>`` at 0..3; the model's ``<eos>`` becomes ``</s>``
 and its ``<unk>`` ``<unk>``, the two symbols it lacks get probability 0 (:data:`MISSING_LOGIT`),
@@ -54,21 +55,57 @@ class _VocabUnpickler(pickle.Unpickler):
         return self.SAFE.get((module, name), _Stub)
 
 
-def read_vocabulary(directory: str) -> Optional[List[str]]:
-    """The model's symbols by index (the tokenizer's ``idx2sym``), or None without a vocabulary file."""
+def read_vocabulary(directory: str, vocab_size: Optional[int] = None) -> Optional[List[str]]:
+    """The model's symbols by index, or None without a vocabulary file: the tokenizer's ``idx2sym``
+    (``vocab.pkl``, else ``vocab.txt``) followed by its added tokens at their ids
+    (:func:`read_added_tokens`) below ``vocab_size`` (one the model lacks has no embedding)."""
     pkl, txt = os.path.join(directory, "vocab.pkl"), os.path.join(directory, "vocab.txt")
     if os.path.isfile(pkl):
         with open(pkl, "rb") as f:
             data = _VocabUnpickler(f).load()
         if isinstance(data, dict) and isinstance(data.get("idx2sym"), list):
-            return [str(s) for s in data["idx2sym"]]
-        if isinstance(data, dict) and isinstance(data.get("sym2idx"), dict):
-            return [s for s, _ in sorted(data["sym2idx"].items(), key=lambda kv: kv[1])]
-        raise CheckpointError(f"{pkl}: no idx2sym or sym2idx in the tokenizer's vocabulary")
-    if os.path.isfile(txt):
+            symbols = [str(s) for s in data["idx2sym"]]
+        elif isinstance(data, dict) and isinstance(data.get("sym2idx"), dict):
+            symbols = [s for s, _ in sorted(data["sym2idx"].items(), key=lambda kv: kv[1])]
+        else:
+            raise CheckpointError(f"{pkl}: no idx2sym or sym2idx in the tokenizer's vocabulary")
+    elif os.path.isfile(txt):
         with open(txt, encoding="utf-8") as f:
-            return [line.split()[0] for line in f if line.strip()]
-    return None
+            symbols = [line.split()[0] for line in f if line.strip()]
+    else:
+        return None
+    for i, token in sorted(read_added_tokens(directory).items()):
+        if i < len(symbols):
+            if symbols[i] != token:
+                raise CheckpointError(f"{directory}: the tokenizer adds {token!r} at id {i}, which its vocabulary "
+                                      f"gives to {symbols[i]!r}")
+        elif vocab_size is None or i < vocab_size:
+            if i != len(symbols):
+                raise CheckpointError(f"{directory}: the tokenizer adds {token!r} at id {i}, after a gap "
+                                      f"(its vocabulary and added tokens end at id {len(symbols) - 1})")
+            symbols.append(token)
+    return symbols
+
+
+def read_added_tokens(directory: str) -> dict:
+    """``{id: token}`` of the tokenizer's added tokens: HF's ``TransfoXLTokenizer`` adds ``<formula>``
+    (at the vocabulary's length) whenever its vocabulary file lacks it, and records it in
+    ``added_tokens.json`` (``{token: id}``) and ``tokenizer_config.json``'s ``added_tokens_decoder``
+    (``{id: {"content": token}}``); both are read, and must agree."""
+    found = {}
+    added, config = os.path.join(directory, "added_tokens.json"), os.path.join(directory, "tokenizer_config.json")
+    pairs = []
+    if os.path.isfile(added):
+        with open(added, encoding="utf-8") as f:
+            pairs += [(int(i), str(t)) for t, i in json.load(f).items()]
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            decoder = json.load(f).get("added_tokens_decoder") or {}
+        pairs += [(int(i), str(t["content"] if isinstance(t, dict) else t)) for i, t in decoder.items()]
+    for i, token in pairs:
+        if found.setdefault(i, token) != token:
+            raise CheckpointError(f"{directory}: the tokenizer's files give id {i} to both {found[i]!r} and {token!r}")
+    return found
 
 
 def read_weights(directory: str) -> dict:
@@ -159,13 +196,14 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
         config = json.load(f)
     weights = read_weights(directory)
     vocab_size = int(config["vocab_size"])
-    symbols = read_vocabulary(directory)
+    symbols = read_vocabulary(directory, vocab_size)
     if symbols is None:
         symbols = [f"<hf{j}>" for j in range(vocab_size)]
         eos, unk = config.get("eos_token_id", 0), None
     else:
         if len(symbols) != vocab_size:
-            raise CheckpointError(f"vocabulary of {len(symbols)} symbols for a model of {vocab_size}")
+            raise CheckpointError(f"vocabulary of {len(symbols)} symbols (the tokenizer's vocabulary file and added "
+                                  f"tokens) for a model of {vocab_size}")
         eos = symbols.index("<eos>") if "<eos>" in symbols else config.get("eos_token_id")
         unk = symbols.index("<unk>") if "<unk>" in symbols else None
     order, cutoffs, dict_symbols = fairseq_order(symbols, eos, unk, list(config["cutoffs"]))
