@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -128,8 +129,10 @@ def _hf_model(div_val, d_embed, tie_projs, untie_r, tie_weight=True, **kw):
     return hf
 
 
-def _hf_segments(hf, tokens, seg_len):
-    mems = [torch.empty(0, tokens.size(0), hf.config.d_model)] * hf.config.n_layer
+def _hf_segments(hf, tokens, seg_len, hf_default_mems=False):
+    """HF's log-probs over segments, from an empty memory (or, ``hf_default_mems``, called without
+    ``mems`` at first, as its users call it: it then starts from ``mem_len`` zero vectors)."""
+    mems = None if hf_default_mems else [torch.empty(0, tokens.size(0), hf.config.d_model)] * hf.config.n_layer
     out = []
     with torch.no_grad():
         for seg in tokens.split(seg_len, dim=1):
@@ -246,11 +249,11 @@ def test_added_tokens_join_the_vocabulary_at_their_ids(tmp_path):
 
 # The CLI calls of a test run in one process (tests/cli_driver.py), each through its console
 # script's entry point: a process per call spent most of these tests' time importing fairseq.
-def _eval_lm(batch, data, path, mem_len, tokens=16, batch_size=4):
+def _eval_lm(batch, data, path, mem_len, tokens=16, batch_size=4, **overrides):
     """Adds a fairseq-eval-lm call to ``batch``; returns a function giving its parsed result."""
     key = batch.add("fairseq-eval-lm", data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--path", path,
                     "--cpu", "--tokens-per-sample", tokens, "--batch-size", batch_size, "--gen-subset", "test",
-                    "--model-overrides", json.dumps({"mem_len": mem_len}))
+                    "--model-overrides", repr({"mem_len": mem_len, **overrides}))
 
     def result():
         proc = batch[key]
@@ -332,6 +335,8 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
     batch.add("fairseq-preprocess", "--only-source", "--srcdict", tmp_path / "dict.txt", "--testpref",
               tmp_path / "test.txt", "--destdir", tmp_path / "bin", "--workers", "1")
     res = _eval_lm(batch, str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch_size=rows)
+    res_zeros = _eval_lm(batch, str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch_size=rows,
+                         init_zero_mems=True)
     # pruning starts from the converted checkpoint
     batch.add(
         "fairseq-train", tmp_path / "bin", "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--train-subset",
@@ -342,19 +347,23 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
         "--no-epoch-checkpoints", "--no-save-optimizer-state")
     batch.run(tmp_path / "driver", cwd=REPO)
     out = batch[convert].stdout
-    diff = float(out.split("HuggingFace) - log p(FLOP, gates bypassed)| = ")[1].split()[0])
-    assert diff < 1e-4
-    res = res()
+    found = re.search(r"gates bypassed\)\| = (\S+) from an empty memory .*, (\S+) from mem_len zero vectors", out)
+    assert found and max(float(found.group(1)), float(found.group(2))) < 1e-4, out
     # HuggingFace on the same rows: row b holds segments b*n_seg .. (b+1)*n_seg - 1; the last
     # position of every segment has no target in fairseq's truncated_bptt_lm
     stream = torch.tensor(ids).view(rows, n_seg * seg)
-    logp = _hf_segments(hf, stream, seg)
-    total, count = 0.0, 0
-    for t in range(n_seg * seg):
-        if t % seg != seg - 1:
-            total -= logp[torch.arange(rows), t, stream[:, t + 1]].sum().item()
-            count += rows
-    assert abs(res["loss_base2"] - total / count / math.log(2)) < 2e-4
+    hf_loss = {}
+    for hf_default_mems in (False, True):
+        logp = _hf_segments(hf, stream, seg, hf_default_mems)
+        total, count = 0.0, 0
+        for t in range(n_seg * seg):
+            if t % seg != seg - 1:
+                total -= logp[torch.arange(rows), t, stream[:, t + 1]].sum().item()
+                count += rows
+        hf_loss[hf_default_mems] = total / count / math.log(2)
+    assert abs(res()["loss_base2"] - hf_loss[False]) < 2e-4
+    assert abs(res_zeros()["loss_base2"] - hf_loss[True]) < 2e-4
+    assert abs(hf_loss[True] - hf_loss[False]) > 1e-3  # the two conventions differ
     assert (tmp_path / "pruned/checkpoint_last.pt").exists()
 
 
