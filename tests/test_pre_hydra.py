@@ -76,3 +76,21 @@ def test_hub_loads_a_pre_hydra_checkpoint(old, data_bin):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "1", proc.stderr[-3000:]
+
+
+def test_old_decoder_versions_lose_the_final_layer_norm_in_the_config():
+    """What fairseq's loader decides from decoder.version <= 2 (before 0.7) is written into the
+    config, so the FLOP model built from it has the dense model's structure."""
+    import torch
+
+    from flop_fairseq.models.transformer_lm.dense import upgrade_dense_state
+
+    for version, dropped in ((None, True), (2.0, True), (3.0, False)):
+        cfg, state = {"decoder_normalize_before": True}, {"decoder.adaptive_softmax.version": torch.LongTensor([1])}
+        if version is not None:
+            state["decoder.version"] = torch.Tensor([version])
+        upgrade_dense_state(cfg, state)
+        assert cfg.get("no_decoder_final_norm", False) is dropped
+        assert float(state["decoder.version"][0]) == 3.0
+    with pytest.raises(ValueError, match="before 0.6"):
+        upgrade_dense_state({}, {"decoder.version": torch.Tensor([3]), "decoder.adaptive_softmax.head.weight": None})
