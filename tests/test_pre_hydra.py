@@ -37,8 +37,10 @@ def chain(old, dense_checkpoint, data_bin, tmp_path_factory):
         "eval_hydra": batch.eval_lm(data_bin, dense_checkpoint),
         "compact": batch.add("flop-compact", tmp / "flop.pt", tmp / "compact.pt"),
         "eval_compact": batch.eval_lm(data_bin, tmp / "compact.pt"),
+        # the README's WikiText-103 step: the conversion pruned, distilled from the pre-hydra original
         "finetune": batch.add("fairseq-train", data_bin, *TRAIN_ARGS, *PRUNE_ARGS, "--finetune-from-model",
-                              tmp / "flop.pt", "--max-update", "1", "--save-dir", tmp / "ft"),
+                              tmp / "flop.pt", "--distill-teacher", old["args"], "--max-update", "1",
+                              "--save-dir", tmp / "ft"),
     }
     batch.run(tmp / "driver", cwd=REPO)
     return {"batch": batch, "tmp": tmp, **keys}
