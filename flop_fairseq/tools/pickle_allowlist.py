@@ -45,7 +45,7 @@ def register() -> bool:
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is None:
         return False
-    have = torch.serialization.get_safe_globals()
+    have = getattr(torch.serialization, "get_safe_globals", list)()
     missing = [g for g in allowed_globals() if g not in have]
     if missing:
         try:
