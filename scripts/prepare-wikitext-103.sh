@@ -12,7 +12,8 @@
 #          wikitext-103/ folder holding them: use it as it is.
 # DEST_DIR default data-bin/wikitext-103.
 # Environment: DOWNLOAD_DIR (default data), WORKERS (default: number of CPUs),
-# FORCE=1 to replace an existing DEST_DIR, VENV (see preprocess-lm-data.sh).
+# FORCE=1 to replace an existing DEST_DIR, VENV (see preprocess-lm-data.sh), SRCDICT=dict.txt
+# to binarize with a given dictionary (a published model's) instead of building one.
 #
 # The binarization itself is scripts/preprocess-lm-data.sh SRC_DIR DEST_DIR.
 set -euo pipefail
@@ -96,4 +97,4 @@ case $source in
         ;;
 esac
 
-exec bash "$here/preprocess-lm-data.sh" "$src_dir" "$dest"
+exec bash "$here/preprocess-lm-data.sh" "$src_dir" "$dest" ${SRCDICT:+--srcdict "$SRCDICT"}

@@ -6,6 +6,7 @@ of its console script: a process per row spent most of this file's time importin
 Only what needs processes of its own has them: the compaction the inputs need (so the
 compacted-twice check compares two processes) and the SIGKILL test."""
 
+import argparse
 import os
 import pickle
 import random
@@ -15,6 +16,7 @@ import torch
 
 from cli_driver import drive
 from conftest import MODEL_ARGS, REPO, TRAIN_ARGS, USER_DIR, run
+from pre_hydra_checkpoints import write_pre_hydra
 
 SENTINEL = "/tmp/flop_fairseq_test_unpickled_code_ran"
 
@@ -40,8 +42,16 @@ def _inputs(tmp, dense, gated, compact):
     for protocol in (2, 4):
         with open(tmp / f"code{protocol}.pt", "wb") as f:
             pickle.dump({"model": _RunsCode(), "cfg": {}}, f, protocol=protocol)
+    # the allow-list of pre-hydra checkpoints admits a Namespace, not what its attributes would run
+    torch.save({"model": {}, "args": argparse.Namespace(arch="transformer_lm", x=_RunsCode())},
+               tmp / "code-args.pt")
+    write_pre_hydra(dense, tmp / "old-arch.pt", arch="lstm_lm")
+    write_pre_hydra(dense, tmp / "no-arch.pt", drop=["arch"])
+    state = torch.load(dense, weights_only=True)
+    state["model"] = {k.replace(".self_attn.k_proj.", ".self_attn.key."): v for k, v in state["model"].items()}
+    torch.save(state, tmp / "unknown-keys.pt")
     files.update({k: str(tmp / f"{k}.pt") for k in ("empty", "text", "random", "truncated", "foreign", "code2",
-                                                     "code4")})
+                                                     "code4", "code-args", "old-arch", "no-arch", "unknown-keys")})
     return files
 
 
@@ -55,7 +65,12 @@ CASES = [(tool, name, needle) for tool in ("flop-convert", "flop-compact", "flop
     ("foreign", "not a fairseq checkpoint"),
     ("code2", "not loaded"),
     ("code4", "not loaded"),
+    ("code-args", "not loaded"),
+    ("no-arch", "no 'arch' in its argparse.Namespace"),
 )] + [
+    ("flop-convert", "old-arch", "model 'lstm_lm' is not one flop-convert takes"),
+    ("flop-report", "old-arch", "not a FLOP model (arch 'lstm_lm')"),
+    ("flop-convert", "unknown-keys", "in this fairseq's key layout or an older one it upgrades"),
     ("flop-compact", "dense", "not a FLOP model"),
     ("flop-report", "dense", "not a FLOP model"),
     ("flop-compact", "compact", "already compact"),
@@ -143,6 +158,8 @@ def _rows(inputs, data_bin, tmp):
     for i, (extra, _) in enumerate(TXL_CASES):
         row(f"txl-{i}", "fairseq-train", data_bin, "--user-dir", USER_DIR, *TXL_ARGS, *extra, "--save-dir",
             tmp / f"txl-{i}" / "ckpt")
+    row("eval-lm-code-args", "fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--path", inputs["code-args"],
+        "--cpu", "--gen-subset", "test")
     row("eval-lm-other-dict", "fairseq-eval-lm", tmp / "other-bin", "--user-dir",
         f"{os.path.dirname(os.path.dirname(__file__))}/user_dir", "--path", inputs["compact"], "--cpu",
         "--gen-subset", "test")
@@ -209,6 +226,13 @@ def test_eval_lm_with_another_dictionary_says_so(driven):
     res = _result(driven, "eval-lm-other-dict")
     last = res["last"]
     assert res["rc"] != 0 and "this dictionary has" in last and "Traceback" not in res["stderr"], last
+
+
+def test_plugin_allow_list_still_refuses_code(driven):
+    """fairseq's own loading, with the plugin's allow-list for pre-hydra checkpoints registered."""
+    res = _result(driven, "eval-lm-code-args")
+    assert res["rc"] != 0 and "Weights only load failed" in res["stderr"], res["stderr"][-2000:]
+    assert not res["sentinel"], "unpickling ran code"
 
 
 def test_eval_lm_without_user_dir_fails_as_the_readme_says(driven):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -22,7 +23,9 @@ from flop_fairseq.models.transformer_xl.from_hf import cfg_from_hf, init_from_hf
 from flop_fairseq.models.transformer_xl.layer import PositionalEmbedding
 from flop_fairseq.models.transformer_xl.model import spec_from_cfg
 from flop_fairseq.models.transformer_xl.network import TransformerXLNetwork, TxlSpec
+from flop_fairseq.tools.checkpoint import CheckpointError
 from flop_fairseq.tools.fairseq_log import parse_eval_lm
+from flop_fairseq.tools.hf_transfo_xl import read_vocabulary
 
 torch.set_num_threads(1)
 SMALL = dict(vocab_size=60, cutoffs=[10, 30], d_model=16, n_head=2, d_head=8, d_inner=32, n_layer=2, dropout=0.0)
@@ -126,8 +129,10 @@ def _hf_model(div_val, d_embed, tie_projs, untie_r, tie_weight=True, **kw):
     return hf
 
 
-def _hf_segments(hf, tokens, seg_len):
-    mems = [torch.empty(0, tokens.size(0), hf.config.d_model)] * hf.config.n_layer
+def _hf_segments(hf, tokens, seg_len, hf_default_mems=False):
+    """HF's log-probs over segments, from an empty memory (or, ``hf_default_mems``, called without
+    ``mems`` at first, as its users call it: it then starts from ``mem_len`` zero vectors)."""
+    mems = None if hf_default_mems else [torch.empty(0, tokens.size(0), hf.config.d_model)] * hf.config.n_layer
     out = []
     with torch.no_grad():
         for seg in tokens.split(seg_len, dim=1):
@@ -220,8 +225,6 @@ def test_wt103_preset_parameter_counts(arch, expected):
 
 
 def test_vocabulary_pickle_runs_nothing(tmp_path):
-    from flop_fairseq.tools.hf_transfo_xl import read_vocabulary
-
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path}/pwned",))
@@ -232,13 +235,25 @@ def test_vocabulary_pickle_runs_nothing(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_added_tokens_join_the_vocabulary_at_their_ids(tmp_path):
+    (tmp_path / "vocab.txt").write_text("<eos>\na\n<unk>\n")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {
+        "0": {"content": "<eos>"}, "3": {"content": "<formula>"}, "4": {"content": "<extra>"}}}))
+    assert read_vocabulary(str(tmp_path), 5) == ["<eos>", "a", "<unk>", "<formula>", "<extra>"]
+    # an added token at an id the model does not have is not the model's
+    assert read_vocabulary(str(tmp_path), 4) == ["<eos>", "a", "<unk>", "<formula>"]
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<other>": 3}))
+    with pytest.raises(CheckpointError, match="give id 3 to both"):
+        read_vocabulary(str(tmp_path), 5)
+
+
 # The CLI calls of a test run in one process (tests/cli_driver.py), each through its console
 # script's entry point: a process per call spent most of these tests' time importing fairseq.
-def _eval_lm(batch, data, path, mem_len, tokens=16, batch_size=4):
+def _eval_lm(batch, data, path, mem_len, tokens=16, batch_size=4, **overrides):
     """Adds a fairseq-eval-lm call to ``batch``; returns a function giving its parsed result."""
     key = batch.add("fairseq-eval-lm", data, "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--path", path,
                     "--cpu", "--tokens-per-sample", tokens, "--batch-size", batch_size, "--gen-subset", "test",
-                    "--model-overrides", json.dumps({"mem_len": mem_len}))
+                    "--model-overrides", repr({"mem_len": mem_len, **overrides}))
 
     def result():
         proc = batch[key]
@@ -286,10 +301,12 @@ HF_DIR_ARCH = ["--n-layer", "2", "--d-model", "16", "--d-embed", "16", "--n-head
 
 
 def _hf_directory(root):
+    """A tiny random HF model of 60 types saved with HF's tokenizer, whose vocabulary file lacks
+    ``<formula>``: the tokenizer adds it (id 59, added_tokens.json), and the model counts it."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("sacremoses")
-    words = ["<eos>", "the", "a", "<unk>"] + [f"w{i}" for i in range(56)]
-    (root / "src_vocab.txt").write_text("\n".join(words) + "\n")
+    words = ["<eos>", "the", "a", "<unk>"] + [f"w{i}" for i in range(55)] + ["<formula>"]
+    (root / "src_vocab.txt").write_text("\n".join(words[:-1]) + "\n")
     hf = _hf_model(div_val=2, d_embed=16, tie_projs=[False, True, True], untie_r=True)
     hf.save_pretrained(root / "hf")
     with warnings.catch_warnings():
@@ -301,6 +318,7 @@ def _hf_directory(root):
 def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
     hf, words = _hf_directory(tmp_path)
     assert (tmp_path / "hf/vocab.pkl").exists()
+    assert read_vocabulary(str(tmp_path / "hf"), 60) == words  # <formula> from the added tokens
     batch = Batch()
     convert = batch.add("flop-convert", tmp_path / "hf", tmp_path / "flop.pt", "--dict", tmp_path / "dict.txt")
     # a token stream of whole segments: 2 rows x 4 segments of 8 tokens, lines end in <eos> (fairseq's </s>)
@@ -317,6 +335,8 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
     batch.add("fairseq-preprocess", "--only-source", "--srcdict", tmp_path / "dict.txt", "--testpref",
               tmp_path / "test.txt", "--destdir", tmp_path / "bin", "--workers", "1")
     res = _eval_lm(batch, str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch_size=rows)
+    res_zeros = _eval_lm(batch, str(tmp_path / "bin"), tmp_path / "flop.pt", 6, tokens=seg, batch_size=rows,
+                         init_zero_mems=True)
     # pruning starts from the converted checkpoint
     batch.add(
         "fairseq-train", tmp_path / "bin", "--user-dir", USER_DIR, "--task", "truncated_bptt_lm", "--train-subset",
@@ -327,19 +347,23 @@ def test_flop_convert_huggingface_directory_then_eval_lm_and_prune(tmp_path):
         "--no-epoch-checkpoints", "--no-save-optimizer-state")
     batch.run(tmp_path / "driver", cwd=REPO)
     out = batch[convert].stdout
-    diff = float(out.split("HuggingFace) - log p(FLOP, gates bypassed)| = ")[1].split()[0])
-    assert diff < 1e-4
-    res = res()
+    found = re.search(r"gates bypassed\)\| = (\S+) from an empty memory .*, (\S+) from mem_len zero vectors", out)
+    assert found and max(float(found.group(1)), float(found.group(2))) < 1e-4, out
     # HuggingFace on the same rows: row b holds segments b*n_seg .. (b+1)*n_seg - 1; the last
     # position of every segment has no target in fairseq's truncated_bptt_lm
     stream = torch.tensor(ids).view(rows, n_seg * seg)
-    logp = _hf_segments(hf, stream, seg)
-    total, count = 0.0, 0
-    for t in range(n_seg * seg):
-        if t % seg != seg - 1:
-            total -= logp[torch.arange(rows), t, stream[:, t + 1]].sum().item()
-            count += rows
-    assert abs(res["loss_base2"] - total / count / math.log(2)) < 2e-4
+    hf_loss = {}
+    for hf_default_mems in (False, True):
+        logp = _hf_segments(hf, stream, seg, hf_default_mems)
+        total, count = 0.0, 0
+        for t in range(n_seg * seg):
+            if t % seg != seg - 1:
+                total -= logp[torch.arange(rows), t, stream[:, t + 1]].sum().item()
+                count += rows
+        hf_loss[hf_default_mems] = total / count / math.log(2)
+    assert abs(res()["loss_base2"] - hf_loss[False]) < 2e-4
+    assert abs(res_zeros()["loss_base2"] - hf_loss[True]) < 2e-4
+    assert abs(hf_loss[True] - hf_loss[False]) > 1e-3  # the two conventions differ
     assert (tmp_path / "pruned/checkpoint_last.pt").exists()
 
 

@@ -75,7 +75,10 @@ def _convert_hf(args):
     diff = res["max_logprob_diff"]
     print("flop-convert: function check: " + (
         "skipped (transformers is not installed)" if diff is None else
-        f"max |log p(HuggingFace) - log p(FLOP, gates bypassed)| = {diff:.2e}"))
+        f"max |log p(HuggingFace) - log p(FLOP, gates bypassed)| = {diff:.2e} from an empty memory "
+        f"(Transformer-XL's convention, the converted model's), {res['max_logprob_diff_zero_mems']:.2e} from "
+        "mem_len zero vectors (HuggingFace's when called without mems: evaluate with --model-overrides "
+        "'{\"init_zero_mems\": True}' to reproduce its numbers)"))
     print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
           f"{res['groups']} gated groups, prunable_params {c.prunable_params:,}, total_params {c.total_params:,}; "
           f"{res['dict']} ({res['num_words']:,} words with fairseq's specials, band cutoffs {res['cutoffs']})")

@@ -1,6 +1,7 @@
 """Reading, building and atomically writing fairseq checkpoints: shared by the command-line
 tools, the demo and the benchmarks."""
 
+import collections
 import os
 import tempfile
 from types import SimpleNamespace
@@ -23,16 +24,21 @@ class CheckpointError(Exception):
 
 def load_checkpoint(path: str) -> dict:
     """A fairseq checkpoint read with ``torch.load(weights_only=True)`` whatever the torch version
-    (a file that would run code when unpickled is refused, not executed), then upgraded as
-    fairseq's ``load_checkpoint_to_cpu`` does (old ``args`` checkpoints get a ``cfg``).
-    One-line errors for a missing, truncated or foreign file."""
+    (a file that would run code when unpickled is refused, not executed; the pre-hydra types of
+    :mod:`.pickle_allowlist` are allowed), then upgraded as fairseq's ``load_checkpoint_to_cpu``
+    does (pre-hydra ``args`` checkpoints get a ``cfg``: :mod:`.pre_hydra`) and, for a dense arch
+    that a FLOP model converts, what its state dict's old layout implies made explicit (the
+    model's ``upgrade_dense_state``). One-line errors for a missing, truncated or foreign file."""
     import warnings
 
     from fairseq import checkpoint_utils
     from omegaconf import OmegaConf
 
+    from . import pickle_allowlist, pre_hydra
+
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    pickle_allowlist.register()
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on the way to its error
             warnings.simplefilter("ignore")
@@ -48,13 +54,30 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' and 'cfg' entries)")
     if state.get("cfg") is not None:
         state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
-    return checkpoint_utils._upgrade_state_dict(state)
+        state = checkpoint_utils._upgrade_state_dict(state)
+    else:
+        state = pre_hydra.config_from_args(state, path)
+    _upgrade_dense_layout(state, path)
+    return state
+
+
+def _upgrade_dense_layout(state: dict, path: str) -> None:
+    from ..models import flop_model_for_dense_arch
+
+    found = flop_model_for_dense_arch(model_name(state["cfg"]["model"]))
+    if found is not None:
+        try:
+            found[0].upgrade_dense_state(state["cfg"]["model"], state["model"])
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}")
 
 
 def model_name(cfg_model) -> str:
     """The arch a checkpoint's model config names (fairseq's ``_name``, or ``arch`` in old ones)."""
-    get = cfg_model.get if hasattr(cfg_model, "get") else (lambda k: None)
-    return str(get("_name") or get("arch") or "")
+    if hasattr(cfg_model, "get"):
+        return str(cfg_model.get("_name") or cfg_model.get("arch") or "")
+    # a legacy model's config stays the checkpoint's argparse.Namespace
+    return str(getattr(cfg_model, "_name", None) or getattr(cfg_model, "arch", None) or "")
 
 
 def stub_task(num_words: int):
@@ -87,6 +110,9 @@ def save_checkpoint_atomic(state: dict, path: str, source: str) -> int:
     if OmegaConf.is_config(state.get("cfg")):
         # plain containers, as fairseq saves them: torch.load(weights_only=True) refuses DictConfig
         state = dict(state, cfg=OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True))
+    # numbers an old training state holds as numpy scalars, as Python numbers: torch's default
+    # weights-only loading (fairseq's own commands without the plugin) then reads the file
+    state = {k: v if k == "model" else _python_numbers(v) for k, v in state.items()}
     if os.path.exists(path) and os.path.samefile(path, source):
         raise CheckpointError(f"{path}: the output would overwrite the input checkpoint; choose another path")
     out_dir = os.path.dirname(os.path.abspath(path))
@@ -109,16 +135,37 @@ def save_checkpoint_atomic(state: dict, path: str, source: str) -> int:
     return os.path.getsize(path)
 
 
+def _python_numbers(obj):
+    """``obj`` with every numpy scalar in its dicts, lists and tuples replaced by the Python number it holds."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if type(obj) in (dict, collections.OrderedDict):
+        return type(obj)((k, _python_numbers(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(_python_numbers(v) for v in obj)
+    return obj
+
+
 def build_and_load(cfg_model, model_cls, model_state, path: str):
     """The model ``cfg_model`` describes, at the vocabulary ``model_cls`` reads from ``model_state``,
-    with those weights loaded (strictly), in eval mode; a one-line :class:`CheckpointError` when
-    they do not fit."""
+    with those weights loaded (through fairseq's ``load_state_dict``, which upgrades the key
+    layouts of older fairseq releases; then every key must fit), in eval mode; a one-line
+    :class:`CheckpointError` when they do not fit."""
     try:
         model = build_model(cfg_model, model_cls.vocab_size_from_state(model_state))
-        model.load_state_dict(model_state, strict=True)
+        found = model.load_state_dict(model_state, strict=False)
     except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: "
-                              f"{str(e).splitlines()[0]}")
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {detail[:300]}")
+    missing, unexpected = found.missing_keys, found.unexpected_keys
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its config describes, in this fairseq's key layout or an "
+            f"older one it upgrades: {len(missing)} missing ({', '.join(missing[:2])}), "
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:2])})")
     return model.eval()
 
 

@@ -23,8 +23,9 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
 
     state = load_checkpoint(dense_path)
     cfg_model = state["cfg"]["model"]
-    if not isinstance(cfg_model, dict):
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg_model):  # (a legacy arch's config stays a Namespace: refused below)
         cfg_model = OmegaConf.to_container(cfg_model, resolve=True, enum_to_str=True)
     name = model_name(cfg_model)
     if flop_model_for_arch(name) is not None or name.startswith("flop_"):

@@ -4,7 +4,8 @@ The directory holds ``config.json``, ``model.safetensors`` or ``pytorch_model.bi
 only: ``safetensors`` or ``torch.load(weights_only=True)``) and, where there is one, the tokenizer's
 vocabulary: ``vocab.pkl`` (a pickle of the tokenizer's whole ``__dict__``: read with
 :class:`_VocabUnpickler`, which builds only plain containers and stubs every other class, so
-nothing in the file runs) or ``vocab.txt`` (one symbol per line).
+nothing in the file runs) or ``vocab.txt`` (one symbol per line), then the tokenizer's added tokens
+(``added_tokens.json``, ``tokenizer_config.json``) at their ids.
 
 fairseq's dictionary puts ``<s> <pad> </s> <unk>`` at 0..3; the model's ``<eos>`` becomes ``</s>``
 and its ``<unk>`` ``<unk>``, the two symbols it lacks get probability 0 (:data:`MISSING_LOGIT`),
@@ -54,21 +55,57 @@ class _VocabUnpickler(pickle.Unpickler):
         return self.SAFE.get((module, name), _Stub)
 
 
-def read_vocabulary(directory: str) -> Optional[List[str]]:
-    """The model's symbols by index (the tokenizer's ``idx2sym``), or None without a vocabulary file."""
+def read_vocabulary(directory: str, vocab_size: Optional[int] = None) -> Optional[List[str]]:
+    """The model's symbols by index, or None without a vocabulary file: the tokenizer's ``idx2sym``
+    (``vocab.pkl``, else ``vocab.txt``) followed by its added tokens at their ids
+    (:func:`read_added_tokens`) below ``vocab_size`` (one the model lacks has no embedding)."""
     pkl, txt = os.path.join(directory, "vocab.pkl"), os.path.join(directory, "vocab.txt")
     if os.path.isfile(pkl):
         with open(pkl, "rb") as f:
             data = _VocabUnpickler(f).load()
         if isinstance(data, dict) and isinstance(data.get("idx2sym"), list):
-            return [str(s) for s in data["idx2sym"]]
-        if isinstance(data, dict) and isinstance(data.get("sym2idx"), dict):
-            return [s for s, _ in sorted(data["sym2idx"].items(), key=lambda kv: kv[1])]
-        raise CheckpointError(f"{pkl}: no idx2sym or sym2idx in the tokenizer's vocabulary")
-    if os.path.isfile(txt):
+            symbols = [str(s) for s in data["idx2sym"]]
+        elif isinstance(data, dict) and isinstance(data.get("sym2idx"), dict):
+            symbols = [s for s, _ in sorted(data["sym2idx"].items(), key=lambda kv: kv[1])]
+        else:
+            raise CheckpointError(f"{pkl}: no idx2sym or sym2idx in the tokenizer's vocabulary")
+    elif os.path.isfile(txt):
         with open(txt, encoding="utf-8") as f:
-            return [line.split()[0] for line in f if line.strip()]
-    return None
+            symbols = [line.split()[0] for line in f if line.strip()]
+    else:
+        return None
+    for i, token in sorted(read_added_tokens(directory).items()):
+        if i < len(symbols):
+            if symbols[i] != token:
+                raise CheckpointError(f"{directory}: the tokenizer adds {token!r} at id {i}, which its vocabulary "
+                                      f"gives to {symbols[i]!r}")
+        elif vocab_size is None or i < vocab_size:
+            if i != len(symbols):
+                raise CheckpointError(f"{directory}: the tokenizer adds {token!r} at id {i}, after a gap "
+                                      f"(its vocabulary and added tokens end at id {len(symbols) - 1})")
+            symbols.append(token)
+    return symbols
+
+
+def read_added_tokens(directory: str) -> dict:
+    """``{id: token}`` of the tokenizer's added tokens: HF's ``TransfoXLTokenizer`` adds ``<formula>``
+    (at the vocabulary's length) whenever its vocabulary file lacks it, and records it in
+    ``added_tokens.json`` (``{token: id}``) and ``tokenizer_config.json``'s ``added_tokens_decoder``
+    (``{id: {"content": token}}``); both are read, and must agree."""
+    found = {}
+    added, config = os.path.join(directory, "added_tokens.json"), os.path.join(directory, "tokenizer_config.json")
+    pairs = []
+    if os.path.isfile(added):
+        with open(added, encoding="utf-8") as f:
+            pairs += [(int(i), str(t)) for t, i in json.load(f).items()]
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            decoder = json.load(f).get("added_tokens_decoder") or {}
+        pairs += [(int(i), str(t["content"] if isinstance(t, dict) else t)) for i, t in decoder.items()]
+    for i, token in pairs:
+        if found.setdefault(i, token) != token:
+            raise CheckpointError(f"{directory}: the tokenizer's files give id {i} to both {found[i]!r} and {token!r}")
+    return found
 
 
 def read_weights(directory: str) -> dict:
@@ -104,8 +141,9 @@ def fairseq_order(symbols: List[str], eos: Optional[int], unk: Optional[int], cu
 
 
 def _hf_reference_logprobs(config: dict, weights: dict, tokens: torch.Tensor, segments: int):
-    """HF's own log-probs for ``tokens`` ``(B, T)`` in ``segments`` segments with memory; None
-    without ``transformers``."""
+    """HF's own log-probs for ``tokens`` ``(B, T)`` in ``segments`` segments with memory, from an
+    empty memory and as HF starts when called without ``mems`` (``mem_len`` zero vectors):
+    ``{"empty": (B, T, V), "zeros": (B, T, V)}``; None without ``transformers``."""
     try:
         from transformers import TransfoXLConfig, TransfoXLLMHeadModel
     except ImportError:
@@ -117,20 +155,35 @@ def _hf_reference_logprobs(config: dict, weights: dict, tokens: torch.Tensor, se
         hf = TransfoXLLMHeadModel(TransfoXLConfig(**config)).eval()
     hf.load_state_dict(weights, strict=False)  # tied tensors saved once
     hf.tie_weights()
-    mems = [torch.empty(0, tokens.size(0), int(config["d_model"]))] * int(config["n_layer"])
-    out = []
+    empty = [torch.empty(0, tokens.size(0), int(config["d_model"]))] * int(config["n_layer"])
+    found = {}
     with torch.no_grad():
-        for seg in tokens.chunk(segments, dim=1):
-            res = hf(input_ids=seg, mems=mems, return_dict=True)
-            mems = res.mems
-            out.append(res.prediction_scores)
+        for name, mems in (("empty", empty), ("zeros", None)):
+            out = []
+            for seg in tokens.chunk(segments, dim=1):
+                res = hf(input_ids=seg, mems=mems, return_dict=True)
+                mems = res.mems
+                out.append(res.prediction_scores)
+            found[name] = torch.cat(out, dim=1)
+    return found
+
+
+def _flop_logprobs(model, tokens: torch.Tensor, segments: int, zeros: bool) -> torch.Tensor:
+    """The converted model's log-probs for ``tokens`` ``(B, T)`` (fairseq ids), as :func:`_hf_reference_logprobs`."""
+    net = model.decoder.net
+    mems, out = net.initial_memory(tokens.size(0), net.embed_tokens.bands[0].emb, zeros=zeros), []
+    for seg in tokens.chunk(segments, dim=1):
+        h, mems = net.forward_segment(seg.t(), mems)
+        out.append(net.adaptive_softmax.get_log_prob(h.transpose(0, 1), None))
     return torch.cat(out, dim=1)
 
 
 def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, init_keep_prob=None,
                tolerance: float = 1e-4) -> dict:
     """Writes the FLOP checkpoint (arch ``flop_transformer_xl``) and ``dict.txt`` (``dict_out``, default
-    next to ``out_path``); checks the function against HF's where ``transformers`` is installed.
+    next to ``out_path``); checks the function against HF's where ``transformers`` is installed, under
+    both memory conventions: from an empty memory (Transformer-XL's, the converted model's default)
+    and from ``mem_len`` zero vectors (HF's without ``mems``; the model option ``init_zero_mems``).
     Anything wrong with the directory is a :class:`CheckpointError`, raised before anything is written."""
     try:
         return _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance)
@@ -159,13 +212,14 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
         config = json.load(f)
     weights = read_weights(directory)
     vocab_size = int(config["vocab_size"])
-    symbols = read_vocabulary(directory)
+    symbols = read_vocabulary(directory, vocab_size)
     if symbols is None:
         symbols = [f"<hf{j}>" for j in range(vocab_size)]
         eos, unk = config.get("eos_token_id", 0), None
     else:
         if len(symbols) != vocab_size:
-            raise CheckpointError(f"vocabulary of {len(symbols)} symbols for a model of {vocab_size}")
+            raise CheckpointError(f"vocabulary of {len(symbols)} symbols (the tokenizer's vocabulary file and added "
+                                  f"tokens) for a model of {vocab_size}")
         eos = symbols.index("<eos>") if "<eos>" in symbols else config.get("eos_token_id")
         unk = symbols.index("<unk>") if "<unk>" in symbols else None
     order, cutoffs, dict_symbols = fairseq_order(symbols, eos, unk, list(config["cutoffs"]))
@@ -174,6 +228,8 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
         raise CheckpointError(f"{dict_out} exists and holds another vocabulary; choose another path with --dict")
     cfg_model = {"_name": "flop_transformer_xl", **cfg_from_hf(config, cutoffs),
                  "flop_init_keep_prob": init_keep_prob, "flop_temperature": 2.0 / 3.0,
+                 # written out: fairseq's --model-overrides only replaces options a checkpoint holds
+                 "init_zero_mems": False,
                  "max_target_positions": int(config.get("tgt_len") or 1024)}
     model = build_model(cfg_model, len(order))
     init_from_hf(model.decoder.net, weights, config, order)
@@ -185,18 +241,17 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
     inverse = torch.empty(vocab_size, dtype=torch.long)
     inverse[torch.tensor([o for o in order if o >= 0])] = torch.tensor([n for n, o in enumerate(order) if o >= 0])
     ref = _hf_reference_logprobs(config, weights, hf_tokens, 3)
-    diff = None
+    diffs = {}
     if ref is not None:
         from ..core import gates_bypassed
 
         with torch.no_grad(), gates_bypassed(model):
-            mems, out = None, []
-            for seg in inverse[hf_tokens].chunk(3, dim=1):
-                h, mems = model.decoder.net.forward_segment(seg.t(), mems)
-                out.append(model.decoder.adaptive_softmax.get_log_prob(h.transpose(0, 1), None))
-        diff = (torch.cat(out, dim=1)[:, :, inverse] - ref).abs().max().item()
-        if not diff <= tolerance:
-            raise CheckpointError(f"the converted model differs from HuggingFace's (max |log p| difference {diff:.2e})")
+            for name in ("empty", "zeros"):
+                ours = _flop_logprobs(model, inverse[hf_tokens], 3, zeros=name == "zeros")
+                diffs[name] = (ours[:, :, inverse] - ref[name]).abs().max().item()
+        if not max(diffs.values()) <= tolerance:
+            raise CheckpointError(f"the converted model differs from HuggingFace's (max |log p| difference "
+                                  f"{max(diffs.values()):.2e})")
 
     tokens = int(config.get("tgt_len") or 128)
     state = {
@@ -211,6 +266,7 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
     }
     size = save_checkpoint_atomic(state, out_path, os.path.join(directory, "config.json"))
     _write_dictionary(dict_out, dict_text)  # after the checkpoint: a failed conversion writes neither
-    return {"arch": "flop_transformer_xl", "max_logprob_diff": diff, "file_bytes": size, "dict": dict_out,
+    return {"arch": "flop_transformer_xl", "max_logprob_diff": diffs.get("empty"),
+            "max_logprob_diff_zero_mems": diffs.get("zeros"), "file_bytes": size, "dict": dict_out,
             "num_words": len(order), "cutoffs": cutoffs, "counts": count_params(model),
             "groups": len(model.flop_bands()) + len(model.flop_layer_matrices())}

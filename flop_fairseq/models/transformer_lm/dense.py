@@ -1,5 +1,6 @@
 """fairseq's dense ``transformer_lm`` (adaptive input/softmax) seen from ``flop_transformer_lm``:
-which archs convert, where its bands are, and the SVD initialisation from its weights."""
+which archs convert, old layouts of its weights, where its bands are, and the SVD initialisation
+from its weights."""
 
 import re
 from typing import List
@@ -27,6 +28,25 @@ def vocab_size_from_state(model_state) -> int:
         raise ValueError("the model has no adaptive input (decoder.embed_tokens.embeddings.*): "
                          "FLOP prunes adaptive input/softmax bands, train with --adaptive-input")
     return int(sum(sizes))
+
+
+def upgrade_dense_state(cfg_model, model_state) -> None:
+    """What fairseq's loader infers from an old state dict's layout, made explicit in ``cfg_model``
+    (a mutable mapping) and ``model_state`` (in place), so that a FLOP model built from the config
+    has the dense model's structure. fairseq's own ``upgrade_state_dict`` renames the keys of
+    0.6.1 to 0.12 (``layer_norms.N``, fused ``in_proj_weight``, ``embed_positions._float_tensor``)
+    when the weights are loaded; what it decides from ``decoder.version`` is here: at version 2
+    or below (fairseq < 0.7) the decoder had no final layer norm. ``ValueError`` for an adaptive
+    softmax saved before fairseq 0.6 (no ``decoder.adaptive_softmax.version``), whose head
+    indexing fairseq no longer reads."""
+    if any(k.startswith("decoder.adaptive_softmax.") for k in model_state) and \
+            "decoder.adaptive_softmax.version" not in model_state:
+        raise ValueError("its adaptive softmax was saved by fairseq before 0.6 (no decoder.adaptive_softmax.version), "
+                         "a layout fairseq no longer reads")
+    version = model_state.get("decoder.version")
+    if version is None or float(version.flatten()[0]) <= 2:
+        cfg_model["no_decoder_final_norm"] = True
+        model_state["decoder.version"] = torch.Tensor([3])
 
 
 def band_tensors(dense_model) -> List[torch.Tensor]:

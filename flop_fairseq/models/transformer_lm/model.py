@@ -207,6 +207,10 @@ class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
         return dense.vocab_size_from_state(model_state)
 
     @staticmethod
+    def upgrade_dense_state(cfg_model, model_state) -> None:
+        dense.upgrade_dense_state(cfg_model, model_state)
+
+    @staticmethod
     def dense_prunable_tensors(dense_model):
         return dense.band_tensors(dense_model)
 
@@ -217,6 +221,14 @@ class FlopTransformerLanguageModel(TransformerLanguageModel, PrunableModel):
     @classmethod
     def hub_models(cls):
         return {}
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """fairseq's hub loader, able to read pre-hydra checkpoints (see the plugin)."""
+        from ...tools import pickle_allowlist
+
+        pickle_allowlist.register()
+        return super().from_pretrained(*args, **kwargs)
 
     @classmethod
     def build_model(cls, args, task):

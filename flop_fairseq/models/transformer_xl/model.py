@@ -39,6 +39,10 @@ class FlopTransformerXLConfig(FairseqDataclass):
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
     dropatt: float = field(default=0.0, metadata={"help": "attention-probability dropout"})
     layer_norm_eps: float = field(default=1e-5, metadata={"help": "layer norm epsilon"})
+    init_zero_mems: bool = field(default=False, metadata={
+        "help": "start every stream with mem_len zero vectors of memory per layer, as HuggingFace's "
+                "TransfoXLLMHeadModel does when called without mems (default: an empty memory, as "
+                "Transformer-XL's own code)"})
     flop_init_keep_prob: Optional[float] = field(default=None, metadata={
         "help": "initial keep probability P(z > 0) of every gate (default max(0.99, 1 - 0.45/rank))"})
     flop_temperature: float = field(default=2.0 / 3.0, metadata={"help": "hard-concrete temperature"})
@@ -63,7 +67,7 @@ def spec_from_cfg(cfg, vocab_size: int, padding_idx: int) -> TxlSpec:
         mem_len=_get(cfg, "mem_len"), clamp_len=_get(cfg, "clamp_len"), same_length=bool(_get(cfg, "same_length")),
         dropout=_get(cfg, "dropout"), dropatt=_get(cfg, "dropatt"), layer_norm_eps=_get(cfg, "layer_norm_eps"),
         padding_idx=padding_idx, init_keep_prob=_get(cfg, "flop_init_keep_prob"),
-        temperature=_get(cfg, "flop_temperature"),
+        temperature=_get(cfg, "flop_temperature"), init_zero_mems=bool(_get(cfg, "init_zero_mems")),
     )
 
 

@@ -41,6 +41,7 @@ class TxlSpec:
     padding_idx: int = 1
     init_keep_prob: Optional[float] = None
     temperature: float = 2.0 / 3.0
+    init_zero_mems: bool = False  # a stream starts with mem_len zero vectors (HF), not an empty memory
 
     def check(self) -> None:
         """Raises ``ValueError`` naming the first setting that cannot build a network."""
@@ -117,9 +118,22 @@ class TransformerXLNetwork(nn.Module):
             h = layer(h, r, mask, None if mems is None else mems[i], self.r_w_bias, self.r_r_bias)
         return self.drop(h), update_memory(hids, mems, self.mem_len)
 
+    def initial_memory(self, bsz: int, like: torch.Tensor, zeros: Optional[bool] = None
+                       ) -> Optional[List[torch.Tensor]]:
+        """The memory a stream starts with: none (Transformer-XL's code), or with ``init_zero_mems``
+        (``zeros``, when given, instead) ``mem_len`` zero vectors per layer, what HuggingFace's port
+        uses when called without ``mems`` (its ``init_mems``); the first ``mem_len`` positions'
+        log-probabilities differ between the two."""
+        if not (self.spec.init_zero_mems if zeros is None else zeros) or self.mem_len <= 0:
+            return None
+        return [like.new_zeros(self.mem_len, bsz, self.spec.d_model) for _ in self.layers]
+
     def forward(self, src_tokens: torch.Tensor) -> torch.Tensor:
         """``src_tokens`` ``(B, T)`` -> ``(B, T, d_model)``, continuing each row from its memory."""
-        mems = self.memory.get(src_tokens.size(0), self.embed_tokens.bands[0].emb)
+        like = self.embed_tokens.bands[0].emb
+        mems = self.memory.get(src_tokens.size(0), like)
+        if mems is None:
+            mems = self.initial_memory(src_tokens.size(0), like)
         out, new_mems = self.forward_segment(src_tokens.t(), mems)
         self.memory.set(new_mems)
         return out.transpose(0, 1)
