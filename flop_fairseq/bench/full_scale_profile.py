@@ -138,7 +138,9 @@ def main(argv=None):
         if args.check:
             path = f"{args.check}.{name}.pt"
             if os.path.exists(path):
-                row["max_logprob_diff"] = float((torch.load(path) - lprobs).abs().max())
+                before = torch.load(path)
+                n = min(len(before), len(lprobs))
+                row["max_logprob_diff"] = float((before[:n] - lprobs[:n]).abs().max())
             else:
                 torch.save(lprobs, path)
         print("PROFILE " + json.dumps(row), flush=True)
