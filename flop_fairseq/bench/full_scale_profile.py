@@ -118,35 +118,56 @@ def top_ops(model, steps: int, n: int) -> str:
 def main(argv=None):
     import torch
 
-    from ..core import count_params
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="dense,compact_whole_50,compact_whole_80,gated_whole_50")
     p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the models (medians)")
     p.add_argument("--ops", type=int, default=0, help="print the N most expensive operators")
-    p.add_argument("--check", default=None, help="a .pt file of log-probs: compare to it (1e-5), or write it")
+    p.add_argument("--check", default=None, help="PREFIX: compare each model's log-probs to PREFIX.MODEL.pt "
+                                                 "(written when absent), and to the model in float64")
     args = p.parse_args(argv)
-    for name in args.models.split(","):
-        model = build(name)
-        params = sum(p.numel() for p in model.parameters())
-        t_dec, t_soft, lprobs = decode_steps(model, args.steps)
-        step = generator_step(model, args.steps)
-        row = {"model": name, "params": params, "threads": torch.get_num_threads(),
-               "decoder_ms": round(1e3 * statistics.median(t_dec[1:]), 2),
-               "softmax_ms": round(1e3 * statistics.median(t_soft[1:]), 2),
-               "generator_step_ms": round(1e3 * step, 2), "load": round(os.getloadavg()[0], 2)}
+    names = args.models.split(",")
+    models = {name: build(name) for name in names}
+    times = {name: {"decoder_ms": [], "softmax_ms": [], "generator_step_ms": []} for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: drifting load hits all alike
+            t_dec, t_soft, _ = decode_steps(models[name], args.steps)
+            times[name]["decoder_ms"].append(1e3 * statistics.median(t_dec[1:]))
+            times[name]["softmax_ms"].append(1e3 * statistics.median(t_soft[1:]))
+            times[name]["generator_step_ms"].append(1e3 * generator_step(models[name], args.steps))
+            print(f"round {r} {name} " + " ".join(f"{k} {v[-1]:.1f}" for k, v in times[name].items())
+                  + f" load {os.getloadavg()[0]:.2f}", flush=True)
+    for name, model in models.items():
+        row = {"model": name, "params": sum(p.numel() for p in model.parameters()),
+               "threads": torch.get_num_threads(), "rounds": args.rounds, "load": round(os.getloadavg()[0], 2),
+               **{k: round(statistics.median(v), 2) for k, v in times[name].items()}}
+        dense = times.get("dense")
+        if dense and name != "dense":
+            row["speedup_vs_dense"] = round(statistics.median(dense["generator_step_ms"])
+                                            / row["generator_step_ms"], 2)
         if args.check:
-            path = f"{args.check}.{name}.pt"
-            if os.path.exists(path):
-                before = torch.load(path)
-                n = min(len(before), len(lprobs))
-                row["max_logprob_diff"] = float((before[:n] - lprobs[:n]).abs().max())
-            else:
-                torch.save(lprobs, path)
+            row.update(check_log_probs(model, f"{args.check}.{name}.pt", args.steps))
         print("PROFILE " + json.dumps(row), flush=True)
         if args.ops:
             print(top_ops(model, min(args.steps, 8), args.ops), flush=True)
-        del model
+
+
+def check_log_probs(model, path: str, steps: int) -> dict:
+    """Max differences of the per-step log-probs from those saved at ``path`` (a run of other code;
+    written when absent) and from the same model in float64 (what rounding alone allows)."""
+    import torch
+
+    lprobs = decode_steps(model, steps)[2]
+    out = {}
+    if os.path.exists(path):
+        saved = torch.load(path)
+        n = min(len(saved), len(lprobs))
+        out["max_logprob_diff_vs_saved"] = float((saved[:n] - lprobs[:n]).abs().max())
+    else:
+        torch.save(lprobs, path)
+    exact = decode_steps(copy.deepcopy(model).double(), steps)[2]
+    out["max_logprob_diff_vs_float64"] = float((exact - lprobs.double()).abs().max())
+    return out
 
 
 if __name__ == "__main__":

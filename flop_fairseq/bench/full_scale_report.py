@@ -37,8 +37,21 @@ def _ratio(v, ref):
     return "" if v is None or not ref else f"{v / ref:.2f}x"
 
 
+def latest(rows) -> list:
+    """Per shape, model and measure, the rows of the series measured last (``--series``: a re-measurement
+    replaces the figures, the record keeps every row); of the checkpoints' making and size, the last."""
+    def key(r):
+        return r.get("shape"), r.get("model"), r.get("measure")
+
+    last_series, last_row = {}, {}
+    for i, r in enumerate(rows):  # the record is append-only: in time order
+        last_series[key(r)], last_row[key(r)] = r.get("series"), i
+    return [r for i, r in enumerate(rows) if (last_row[key(r)] == i if r.get("measure") in ("make", "size")
+                                              else last_series[key(r)] == r.get("series"))]
+
+
 def shape_section(rows, shape) -> List[str]:
-    rs = [r for r in rows if r.get("shape") == shape]
+    rs = [r for r in latest(rows) if r.get("shape") == shape]
     if not rs:
         return []
     names = []
@@ -138,8 +151,9 @@ def render(rows) -> str:
          "and size do not depend on the values, perplexities would be meaningless and are not shown. A pruned "
          "structure closes gates so that every group (each band; with the whole model, each attention/FFN "
          "matrix too) keeps the same fraction of its dense parameters, as a pruning run ending at that sparsity "
-         "would, spread evenly. Gated = the training-time model (gates, full-rank factors; eval uses the "
-         "deterministic mask and the fast path); compact = `flop-compact`'s output.", "",
+         "would, spread evenly. Gated = the training-time model (gates, full-rank factors; eval without "
+         "autograd computes with a cached compact view of the deterministic mask); compact = `flop-compact`'s "
+         "output. A row re-measured under `--series` shows its latest series only.", "",
          f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, no GPU; torch "
          f"{machine.get('torch', '?')}; {', '.join(map(str, threads))} thread(s) per process (OMP_NUM_THREADS). "
          f"`fairseq-eval-lm`: validation text, {eval_tokens} tokens, median of "
