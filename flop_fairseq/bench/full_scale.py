@@ -278,7 +278,7 @@ class Bench:
         for measure, fn, wanted in (("eval_lm", self.eval_lm, sh.get("eval_models", EVAL_MODELS)),
                                     ("generate", self.generate, sh.get("generate_models", GENERATE_MODELS))):
             names = chosen(wanted) if measure in measures else []
-            for r in range(self.args.repeats):
+            for r in range(self.args.repeats if names else 0):
                 order = names[r % len(names):] + names[:r % len(names)]  # rotated: drifting load hits all alike
                 for name in order:
                     done = self.runs.find(shape=shape, model=name, measure=measure, series=series)

@@ -99,7 +99,6 @@ def match_structure(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
     return model
 
 
-
 def release_freed_memory() -> None:
     """Hands the heap memory freed so far back to the operating system (glibc's ``malloc_trim``; a
     no-op where there is none). :func:`match_structure` frees the full-rank modules a model is built

@@ -71,7 +71,8 @@ def spec_from_cfg(cfg, vocab_size: int, padding_idx: int) -> TxlSpec:
 
 
 class FlopTransformerXLDecoder(FairseqIncrementalDecoder):
-    """fairseq's view of :class:`TransformerXLNetwork`: ``forward(src_tokens)`` -> ``(features (B, T, d), {})``;
+    """fairseq's view of :class:`TransformerXLNetwork`: ``forward(src_tokens)`` -> ``(features (B, T, d),
+    {"attn": None})``;
     ``adaptive_softmax`` turns features into log-probabilities (fairseq's ``get_normalized_probs``)."""
 
     def __init__(self, dictionary, spec: TxlSpec, max_positions: int):
