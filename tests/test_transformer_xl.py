@@ -352,6 +352,8 @@ def test_fairseq_train_compact_eval_lm(tmp_path):
         torch.manual_seed(0)
         samples.append(hub.sample(" ".join(prompt), sampling=True, max_len_b=25, min_len=25))
         scores.append(hub.score(samples[-1])["positional_scores"])
+        both = hub.score([" ".join(prompt), samples[-1]])  # each sentence scored without the other's memory
+        assert (both[1]["positional_scores"] - scores[-1]).abs().max() < 1e-5
         assert hub.sample(" ".join(prompt), beam=3, max_len_b=25, min_len=25).split()[:5] == prompt
     assert samples[0] == samples[1] and samples[0].split()[:5] == prompt and len(samples[0].split()) == 25
     assert (scores[0] - scores[1]).abs().max() < 1e-5

@@ -24,11 +24,21 @@ def _setup_task(cls, cfg, **kwargs):
 
 
 class TxlHubInterface(GeneratorHubInterface):
-    """fairseq's hub interface, each call a new stream: scoring reads the memory the network carries
-    between calls (what consecutive segments of ``fairseq-eval-lm`` need), so every call starts
-    without it; generation keeps its memory in fairseq's incremental state."""
+    """fairseq's hub interface, each sentence a new stream: scoring reads the memory the network
+    carries from one batch to the next (what consecutive segments of ``fairseq-eval-lm`` need), so
+    every batch of a call (one sentence: ``truncated_bptt_lm`` batches them one by one) starts
+    without it; generation keeps its memory in fairseq's incremental state, new at every batch."""
 
     def generate(self, *args, **kwargs):
-        for model in self.models:
-            model.decoder.net.memory.reset()
-        return super().generate(*args, **kwargs)
+        step = self.task.inference_step
+
+        def without_memory(*step_args, **step_kwargs):
+            for model in self.models:
+                model.decoder.net.memory.reset()
+            return step(*step_args, **step_kwargs)
+
+        self.task.inference_step = without_memory
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            del self.task.inference_step  # the task's own method again
