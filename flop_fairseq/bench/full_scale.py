@@ -230,8 +230,8 @@ class Bench:
                         *sh["task"], *sh["eval"], "--cpu", "--gen-subset", "valid"], f"eval-lm {name}")
         parsed = parse_eval_lm(res["output"])
         self.record({"shape": shape, "model": name, "measure": "eval_lm", "repeat": repeat,
-                       "tokens_per_s": parsed["tokens_per_s"], "tokens": parsed["tokens"],
-                       "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads})
+                     "tokens_per_s": parsed["tokens_per_s"], "tokens": parsed["tokens"],
+                     "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads})
 
     def generate(self, shape, data, name, ckpt, repeat):
         cmd = [PY, "-m", "flop_fairseq.bench.full_scale_measure", "generate", data, ckpt,
@@ -245,7 +245,7 @@ class Bench:
             return
         self.record({"shape": shape, "model": name, "measure": "generate", "repeat": repeat,
                      **self.result_of(res), "peak_rss_mib": round(res["peak_rss_mib"]),
-                       "threads": self.args.threads})
+                     "threads": self.args.threads})
 
     def train(self, shape, data, name, ckpt):
         arch, flags, criterion = models(shape)[name]
@@ -262,8 +262,8 @@ class Bench:
         wps = [float(log_fields(ln)["wps"]) for ln in res["output"].splitlines()
                if "| train_inner |" in ln and "wps" in log_fields(ln)]
         self.record({"shape": shape, "model": name, "measure": "train", "wps_per_update": wps,
-                       "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads,
-                       "criterion": criterion})
+                     "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads,
+                     "criterion": criterion})
 
     def shape(self, shape):
         data = self.data()

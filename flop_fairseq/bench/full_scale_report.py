@@ -114,7 +114,8 @@ def shape_section(rows, shape) -> List[str]:
 
     def series_of(n):
         """The series the row's figures come from, per measure where they differ (no label: the first)."""
-        got = {m: next((r.get("series") for r in by[n] if r["measure"] == m), "") for m in ("eval_lm", "generate", "train")}
+        got = {m: next((r.get("series") for r in by[n] if r["measure"] == m), "")
+               for m in ("eval_lm", "generate", "train")}
         labels = {v or "first" for m, v in got.items() if any(r["measure"] == m for r in by[n])}
         if len(labels) <= 1:
             return next(iter(labels), "")
@@ -137,7 +138,8 @@ def shape_section(rows, shape) -> List[str]:
                 ("txl_base", "gated_whole_0"): "gated, full rank (freshly built)"}.get((shape, n), label(n))
         L.append(f"| {name} | {_fmt(params(n))} | {_fmt(sz / 2**20 if sz else None)} | {_fmt(ev, ',.1f')} "
                  f"| {vs_dense(n, 'eval_lm')} | {_fmt(gen, ',.2f')} | {vs_dense(n, 'generate')} "
-                 f"| {_fmt(stat(n, 'eval_lm', 'peak_rss_mib'))} | {_fmt(tr, ',.1f')} | {_ratio(train_vs_dense(n), 1.0)} "
+                 f"| {_fmt(stat(n, 'eval_lm', 'peak_rss_mib'))} | {_fmt(tr, ',.1f')} "
+                 f"| {_ratio(train_vs_dense(n), 1.0)} "
                  f"| {_fmt(train_peak[-1] if train_peak else None)} | {series_of(n)} |")
     makes = [r for r in rs if r["measure"] == "make"]
     if makes:

@@ -131,7 +131,7 @@ class LowRankAdaptiveSoftmax(nn.Module):
                           out=log_probs[:, start:end])
             elif target_idxs[i] is not None:
                 idxs = target_idxs[i]
-                log_probs[idxs, start:end] = (
-                    F.log_softmax(self.tail(i, input[idxs]), dim=1) + tail_priors[idxs, i, None]
-                )
+                # in place: at eval-lm's 2048 tokens a band of 207,735 words makes 200 MB temporaries
+                log_probs[idxs, start:end] = F.log_softmax(self.tail(i, input[idxs]), dim=1).add_(
+                    tail_priors[idxs, i, None])
         return log_probs.view(bsz, length, -1)
