@@ -276,3 +276,63 @@ def test_fast_path_keeps_outputs_and_gradients(use, closed):
     taken = fast.active_components(z) is not None
     assert taken == (int((z > 0).sum()) <= 0.8 * r)
     assert taken or closed < 14
+
+
+# --------------------------------------------------------------------------- eval views and layout
+
+
+@pytest.mark.parametrize("kind", ["linear", "band"])
+def test_eval_view_is_cached_until_a_gate_or_weight_changes(kind):
+    """In eval mode without autograd a gated module computes with its cached compact form (the same
+    function as the reference path), rebuilt when a gate or a weight changes in place, dropped at train()."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        fast, slow = _pair(lambda: GatedLowRankLinear(24, 20, rank=16, bias=True))
+        x = torch.randn(7, 24)
+        run = lambda m: m(x)  # noqa: E731
+    else:
+        fast, slow = _pair(lambda: GatedLowRankBand(40, 16, 12, tie_proj=False))
+        h, words = torch.randn(7, 12), torch.randint(0, 40, (5, 3))
+        run = lambda m: torch.cat([m.logits(h).flatten(), m.embed(words).flatten()])  # noqa: E731
+    for m in (fast, slow):
+        set_log_alpha(m.gate, [-30.0] * 6 + [0.5] * 3 + [8.0] * 7)
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run(fast), run(slow), atol=1e-5, rtol=0)
+        view = fast.eval_view()
+        run(fast)
+        assert fast.eval_view() is view and view.rank == 10 and not view.training
+        for m in (fast, slow):  # a gate closed in place
+            m.gate.log_alpha_raw[-1] = -40.0
+        torch.testing.assert_close(run(fast), run(slow), atol=1e-5, rtol=0)
+        assert fast.eval_view().rank == 9
+        for m in (fast, slow):  # a weight changed in place (as an optimizer does, through .data)
+            weight = m.right if kind == "linear" else m.emb
+            weight.data.mul_(2.0)
+    fast.train()
+    fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run(fast), run(slow), atol=1e-5, rtol=0)
+    y = run(fast)  # with autograd: the gated path, gradients reach the factors
+    assert y.requires_grad
+
+
+def test_compact_forms_store_thin_matrices_transposed_in_eval_mode():
+    torch.manual_seed(0)
+    band = GatedLowRankBand(40, 10, 12, tie_proj=False)
+    set_log_alpha(band.gate, [-30.0] * 4 + [8.0] * 6)
+    linear = GatedLowRankLinear(24, 20, rank=16)
+    set_log_alpha(linear.gate, [-30.0] * 12 + [8.0] * 4)
+    h, words = torch.randn(3, 12), torch.randint(0, 40, (2, 5))
+    for gated, matrices in ((band, lambda c: [c.emb, c.in_proj, c.out_proj]), (linear, lambda c: [c[1].weight])):
+        compact = gated.eval().compact()
+        state = {k: v.clone() for k, v in compact.state_dict().items()}
+        compact.eval()
+        assert all(not m.is_contiguous() and m.t().is_contiguous() for m in matrices(compact))
+        assert all(torch.equal(v, compact.state_dict()[k]) for k, v in state.items())
+        compact.train()
+        assert all(m.is_contiguous() for m in matrices(compact))
+    with torch.no_grad():
+        compact_band = band.compact().eval()
+        torch.testing.assert_close(compact_band.embed(words), band.embed(words), atol=1e-6, rtol=0)
+        torch.testing.assert_close(compact_band.logits(h), band.logits(h), atol=1e-6, rtol=0)

@@ -110,6 +110,71 @@ def test_memory_keeps_only_mem_len_positions():
     assert (outs[2] - whole[8:].transpose(0, 1)).abs().max() > 1e-3  # the first segment is out of reach
 
 
+def _log_probs(net, h):
+    return net.adaptive_softmax.get_log_prob(h.transpose(0, 1), None)
+
+
+@pytest.mark.parametrize("kw", [dict(mem_len=20), dict(mem_len=5, same_length=True), dict(mem_len=20, clamp_len=3),
+                                dict(mem_len=5, pre_lnorm=True, div_val=2), dict(mem_len=5, clamp_len=3)])
+def test_incremental_decoding_equals_recomputation(kw):
+    """One token a step from cached keys and values = the whole context recomputed: one segment over all
+    12 positions while they fit in memory or every query sees mem_len keys (same_length), else one-token
+    segments through the memory of hidden states (the prompt longer than mem_len)."""
+    torch.manual_seed(0)
+    net = TransformerXLNetwork(TxlSpec(**SMALL, untie_r=True, **kw)).eval()
+    tokens = torch.randint(0, 60, (12, 3))
+    with torch.no_grad():
+        state = {}
+        steps = torch.cat([net.forward_step(tokens[t:t + 1], state) for t in range(12)])
+        if kw["mem_len"] >= 11 or kw.get("same_length"):
+            ref = net.forward_segment(tokens, None)[0]
+        else:
+            ref = torch.cat([net(tokens[t:t + 1].t()).transpose(0, 1) for t in range(12)])
+            assert (steps - net.forward_segment(tokens, None)[0]).abs().max() > 1e-3  # the context is cut
+        assert (_log_probs(net, steps) - _log_probs(net, ref)).abs().max() < 1e-5
+        assert state["k.0"].shape == (min(12, kw["mem_len"]), 3, 16)
+        chunks = {}  # a prompt of at most mem_len + 1 positions given at once, then one token a step
+        two = torch.cat([net.forward_step(tokens[:4], chunks)] + [net.forward_step(tokens[t:t + 1], chunks)
+                                                                  for t in range(4, 8)])
+        assert (two - steps[:8]).abs().max() < 1e-5
+
+
+def _tiny_txl_model(mem_len):
+    from flop_fairseq.models.transformer_xl.model import FlopTransformerXLModel
+    from flop_fairseq.tools.checkpoint import stub_task
+
+    cfg = SimpleNamespace(n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32, cutoffs="10,30", mem_len=mem_len,
+                          dropout=0.0, untie_r=True, div_val=2, d_embed=16)
+    return FlopTransformerXLModel.build_model(cfg, stub_task(60)).eval()
+
+
+def test_beam_search_scores_are_the_log_probs_of_each_hypothesis():
+    """fairseq's beam search reorders the incremental state every step: each hypothesis's positional
+    scores must be its own tokens' log-probabilities, recomputed through the memory one token a segment."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    torch.manual_seed(0)
+    model = _tiny_txl_model(mem_len=4)
+    with torch.no_grad():
+        for m in model.modules():  # a peaked distribution, so that beams overtake each other
+            if isinstance(m, torch.nn.Linear) or hasattr(m, "left"):
+                for p in m.parameters():
+                    p.mul_(3.0)
+    gen = SequenceGenerator([model], model.decoder.dictionary, beam_size=4, max_len_b=12, min_len=12)
+    prompt = torch.tensor([[7, 8, 9]])
+    with torch.no_grad():
+        hypos = gen.generate([model], {"net_input": {"src_tokens": prompt, "src_lengths": torch.tensor([3])}},
+                             prefix_tokens=prompt)[0]
+        assert len({tuple(h["tokens"].tolist()) for h in hypos}) == 4
+        for h in hypos:
+            inputs = torch.cat([torch.tensor([model.decoder.dictionary.eos()]), h["tokens"][:-1]])
+            model.decoder.net.memory.reset()
+            feats = torch.cat([model.decoder(inputs[None, t:t + 1])[0] for t in range(len(inputs))], dim=1)
+            lp = model.decoder.net.adaptive_softmax.get_log_prob(feats, None)[0]
+            ref = lp.gather(1, h["tokens"][:, None])[:, 0]
+            assert (h["positional_scores"] - ref).abs().max() < 1e-5
+
+
 def _hf_model(div_val, d_embed, tie_projs, untie_r, tie_weight=True, **kw):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -292,6 +357,21 @@ def test_fairseq_train_compact_eval_lm(tmp_path):
     assert f"total_params {report['total_params']:,}" in out, out
     a, b = a(), b()
     assert a["ppl"] == b["ppl"] and math.isfinite(a["ppl"])
+    # sampling and scoring through fairseq's hub interface, from the gated and the compact checkpoint
+    from flop_fairseq.models.transformer_xl import FlopTransformerXLModel
+
+    samples, scores = [], []
+    for name in ("ckpt/checkpoint_last.pt", "compact.pt"):
+        hub = FlopTransformerXLModel.from_pretrained(str(tmp_path), name, data_name_or_path=str(tiny_data)).eval()
+        prompt = open(tmp_path / "raw/test.txt").read().split()[:5]
+        torch.manual_seed(0)
+        samples.append(hub.sample(" ".join(prompt), sampling=True, max_len_b=25, min_len=25))
+        scores.append(hub.score(samples[-1])["positional_scores"])
+        both = hub.score([" ".join(prompt), samples[-1]])  # each sentence scored without the other's memory
+        assert (both[1]["positional_scores"] - scores[-1]).abs().max() < 1e-5
+        assert hub.sample(" ".join(prompt), beam=3, max_len_b=25, min_len=25).split()[:5] == prompt
+    assert samples[0] == samples[1] and samples[0].split()[:5] == prompt and len(samples[0].split()) == 25
+    assert (scores[0] - scores[1]).abs().max() < 1e-5
 
 
 # the options of the model _hf_directory saves, as fairseq-train flags

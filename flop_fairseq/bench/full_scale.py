@@ -54,7 +54,7 @@ SHAPES = {
         train=["--tokens-per-sample", "150", "--batch-size", "2"],
         # the second shape gets the headline models only: the 2-core budget of one session
         eval_models=["dense", "gated_whole_50", "compact_bands_50", "compact_whole_50", "compact_whole_80"],
-        generate_models=["dense", "compact_whole_50"],
+        generate_models=["dense", "gated_whole_50", "compact_whole_50", "compact_whole_80"],
         train_models=["dense", "gated_whole_0", "gated_whole_50", "gated_whole_90", "compact_whole_50"]),
 }
 
@@ -114,6 +114,11 @@ class Bench:
         self.runs = Runs(args.runs)
         self.env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         self.user_dir = os.path.join(REPO, "user_dir")
+        self.series = args.series
+
+    def record(self, row: dict):
+        """Adds a measurement of the series this run measures (``--series``)."""
+        self.runs.add(dict(row, series=self.series) if self.series else row)
 
     def path(self, *parts):
         return os.path.join(self.work, *parts)
@@ -224,9 +229,9 @@ class Bench:
         res = self.run([os.path.join(VENV_BIN, "fairseq-eval-lm"), data, "--path", ckpt, "--user-dir", self.user_dir,
                         *sh["task"], *sh["eval"], "--cpu", "--gen-subset", "valid"], f"eval-lm {name}")
         parsed = parse_eval_lm(res["output"])
-        self.runs.add({"shape": shape, "model": name, "measure": "eval_lm", "repeat": repeat,
-                       "tokens_per_s": parsed["tokens_per_s"], "tokens": parsed["tokens"],
-                       "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads})
+        self.record({"shape": shape, "model": name, "measure": "eval_lm", "repeat": repeat,
+                     "tokens_per_s": parsed["tokens_per_s"], "tokens": parsed["tokens"],
+                     "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads})
 
     def generate(self, shape, data, name, ckpt, repeat):
         cmd = [PY, "-m", "flop_fairseq.bench.full_scale_measure", "generate", data, ckpt,
@@ -236,11 +241,11 @@ class Bench:
         res = run_measured([str(c) for c in cmd], env=self.env)
         if res["rc"] != 0:  # recorded, not fatal: a model without incremental decoding cannot sample
             error = res["output"].strip().splitlines()[-1][:300]
-            self.runs.add({"shape": shape, "model": name, "measure": "generate", "repeat": repeat, "error": error})
+            self.record({"shape": shape, "model": name, "measure": "generate", "repeat": repeat, "error": error})
             return
-        self.runs.add({"shape": shape, "model": name, "measure": "generate", "repeat": repeat,
-                       **self.result_of(res), "peak_rss_mib": round(res["peak_rss_mib"]),
-                       "threads": self.args.threads})
+        self.record({"shape": shape, "model": name, "measure": "generate", "repeat": repeat,
+                     **self.result_of(res), "peak_rss_mib": round(res["peak_rss_mib"]),
+                     "threads": self.args.threads})
 
     def train(self, shape, data, name, ckpt):
         arch, flags, criterion = models(shape)[name]
@@ -256,25 +261,31 @@ class Bench:
         res = self.run(cmd, f"train {name}")
         wps = [float(log_fields(ln)["wps"]) for ln in res["output"].splitlines()
                if "| train_inner |" in ln and "wps" in log_fields(ln)]
-        self.runs.add({"shape": shape, "model": name, "measure": "train", "wps_per_update": wps,
-                       "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads,
-                       "criterion": criterion})
+        self.record({"shape": shape, "model": name, "measure": "train", "wps_per_update": wps,
+                     "peak_rss_mib": round(res["peak_rss_mib"]), "threads": self.args.threads,
+                     "criterion": criterion})
 
     def shape(self, shape):
         data = self.data()
         ck = self.checkpoints(shape, data)
         sh = SHAPES[shape]
+        series = self.series
+        measures = self.args.measures.split(",")
+
+        def chosen(wanted):
+            return [n for n in wanted if n in ck and (not self.args.models or n in self.args.models.split(","))]
+
         for measure, fn, wanted in (("eval_lm", self.eval_lm, sh.get("eval_models", EVAL_MODELS)),
                                     ("generate", self.generate, sh.get("generate_models", GENERATE_MODELS))):
-            names = [n for n in wanted if n in ck]
-            for r in range(self.args.repeats):
+            names = chosen(wanted) if measure in measures else []
+            for r in range(self.args.repeats if names else 0):
                 order = names[r % len(names):] + names[:r % len(names)]  # rotated: drifting load hits all alike
                 for name in order:
-                    failed = any("error" in x for x in self.runs.find(shape=shape, model=name, measure=measure))
-                    if not failed and not self.runs.find(shape=shape, model=name, measure=measure, repeat=r):
+                    done = self.runs.find(shape=shape, model=name, measure=measure, series=series)
+                    if not any("error" in x for x in done) and not [x for x in done if x.get("repeat") == r]:
                         fn(shape, data, name, ck[name], r)
-        for name in sh.get("train_models", TRAIN_MODELS):
-            if name in ck and not self.runs.find(shape=shape, model=name, measure="train"):
+        for name in chosen(sh.get("train_models", TRAIN_MODELS)) if "train" in measures else []:
+            if not self.runs.find(shape=shape, model=name, measure="train", series=series):
                 self.train(shape, data, name, ck[name])
 
 
@@ -299,6 +310,12 @@ def main(argv=None):
     p.add_argument("--runs", default=RUNS, help="the measurement record (JSON lines; committed)")
     p.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
     p.add_argument("--report-only", action="store_true", help="regenerate the report from --runs; run nothing")
+    p.add_argument("--series", default=None,
+                   help="re-measure under this label: rows of other series do not count as done, and the report "
+                        "shows each row's latest series (the record keeps them all); a stopped run resumes with "
+                        "the same label")
+    p.add_argument("--measures", default="eval_lm,generate,train", help="comma-separated: eval_lm, generate, train")
+    p.add_argument("--models", default="", help="comma-separated model names to measure (default: every one)")
     args = p.parse_args(argv)
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = [s for s in shapes if s not in SHAPES]

@@ -85,18 +85,14 @@ def make_model(out: str, train_args) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "file_bytes": size}
 
 
-def keep_fraction(in_path: str, out_path: str, scope: str, sparsity: float) -> dict:
-    """Closes gates so that every gated group in ``scope`` (``bands``: the adaptive bands;
-    ``whole``: bands and layer matrices) keeps ``1 - sparsity`` of its dense parameters, the
-    rest of the gates fully open: the structure a pruning run at that sparsity ends with,
-    spread evenly (random weights, speed only)."""
+def close_gates(model, scope: str, sparsity: float) -> None:
+    """In place: every gated group in ``scope`` (``bands``: the adaptive bands; ``whole``: bands
+    and layer matrices) keeps ``1 - sparsity`` of its dense parameters, the rest of the gates
+    fully open: the structure a pruning run at that sparsity ends with, spread evenly."""
     import torch
 
-    from ..core import count_params, gated_modules
-    from ..tools.checkpoint import load_flop_model, quiet_logging, save_checkpoint_atomic
+    from ..core import gated_modules
 
-    quiet_logging()
-    state, model = load_flop_model(in_path)
     bands = {id(slot.module) for slot in model.flop_bands()}
     with torch.no_grad():
         for _, m in gated_modules(model):
@@ -107,6 +103,17 @@ def keep_fraction(in_path: str, out_path: str, scope: str, sparsity: float) -> d
             log_alpha = torch.full((m.rank,), -30.0)
             log_alpha[:k] = 30.0
             m.gate.log_alpha_raw.copy_((log_alpha - m.gate.log_alpha_offset) / m.gate.lr_scale)
+
+
+def keep_fraction(in_path: str, out_path: str, scope: str, sparsity: float) -> dict:
+    """:func:`close_gates` on the checkpoint ``in_path``, written to ``out_path`` (random
+    weights, speed only)."""
+    from ..core import count_params
+    from ..tools.checkpoint import load_flop_model, quiet_logging, save_checkpoint_atomic
+
+    quiet_logging()
+    state, model = load_flop_model(in_path)
+    close_gates(model, scope, sparsity)
     counts = count_params(model)
     state["model"] = model.state_dict()
     save_checkpoint_atomic(state, out_path, in_path)

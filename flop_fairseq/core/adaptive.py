@@ -119,17 +119,19 @@ class LowRankAdaptiveSoftmax(nn.Module):
         input = input.contiguous().view(-1, dim)
         target_idxs = self.adapt_target(target)[1] if target is not None else None
         head_y = self.head(input)
-        log_probs = head_y.new_zeros(input.size(0), self.vocab_size)
+        # the full distribution (sampling) writes every entry: no need to clear it first
+        log_probs = (head_y.new_empty if target_idxs is None else head_y.new_zeros)(input.size(0), self.vocab_size)
         head_sz = self.cutoff[0] + len(self.cutoff) - 1
         log_probs[:, :head_sz] = F.log_softmax(head_y, dim=1)
         tail_priors = log_probs[:, self.cutoff[0]:head_sz].clone()
         for i in range(len(self.cutoff) - 1):
             start, end = self.cutoff[i], self.cutoff[i + 1]
             if target_idxs is None:
-                log_probs[:, start:end] = F.log_softmax(self.tail(i, input), dim=1) + tail_priors[:, i, None]
+                torch.add(F.log_softmax(self.tail(i, input), dim=1), tail_priors[:, i, None],
+                          out=log_probs[:, start:end])
             elif target_idxs[i] is not None:
                 idxs = target_idxs[i]
-                log_probs[idxs, start:end] = (
-                    F.log_softmax(self.tail(i, input[idxs]), dim=1) + tail_priors[idxs, i, None]
-                )
+                # in place: at eval-lm's 2048 tokens a band of 207,735 words makes 200 MB temporaries
+                log_probs[idxs, start:end] = F.log_softmax(self.tail(i, input[idxs]), dim=1).add_(
+                    tail_priors[idxs, i, None])
         return log_probs.view(bsz, length, -1)

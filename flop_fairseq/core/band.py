@@ -10,6 +10,7 @@ from torch import nn
 
 from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
+from .layout import set_decoding_layout
 
 
 class LowRankBand(nn.Module):
@@ -97,6 +98,16 @@ class LowRankBand(nn.Module):
         code, words = self.code_and_words(h)
         return F.linear(code, words)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        set_decoding_layout(self.decoding_matrices(), decoding=not mode)
+        return self
+
+    def decoding_matrices(self):
+        """The matrices stored transposed in eval mode (:mod:`.layout`): ``A`` is read as ``|V_i|``
+        rows of ``k`` to score the band's words, each projection as ``d`` rows of ``k``."""
+        return [self.emb, self.in_proj, self.out_proj]
+
     @property
     def rank(self) -> int:
         return self.emb.shape[1]
@@ -141,6 +152,19 @@ class GatedLowRankBand(LowRankBand, GatedModule):
     def gates_for_one_use(self):
         z = self.gate()
         return z, self.active_components(z)
+
+    def decoding_matrices(self):
+        return []  # in eval mode the compact view computes (GatedModule.eval_view)
+
+    def embed(self, words: torch.Tensor) -> torch.Tensor:
+        if self.uses_eval_view():
+            return self.eval_view().embed(words)
+        return super().embed(words)
+
+    def code_and_words(self, h: torch.Tensor):
+        if self.uses_eval_view():
+            return self.eval_view().code_and_words(h)
+        return super().code_and_words(h)
 
     @torch.no_grad()
     def compact(self) -> LowRankBand:

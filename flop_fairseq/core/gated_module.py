@@ -1,6 +1,7 @@
 """The interface every FLOP-pruned component implements, so that sparsity can be
 accounted for over a whole model without knowing what the components are."""
 
+import itertools
 from typing import Optional, Union
 
 import torch
@@ -53,6 +54,32 @@ class GatedModule(nn.Module):
             return None
         active = torch.nonzero(z, as_tuple=True)[0]
         return active if active.numel() <= FAST_PATH_MAX_ACTIVE * z.numel() else None
+
+    def uses_eval_view(self) -> bool:
+        """True in eval mode without autograd (decoding, scoring, validation), the gates not bypassed:
+        the module then computes with :meth:`eval_view` instead of gating its full-rank factors at
+        every call."""
+        return not self.training and not torch.is_grad_enabled() and self.fast_path and not self.gate.bypass
+
+    def eval_view(self) -> nn.Module:
+        """:meth:`compact` of the current weights and eval mask (``gate.deterministic()``), in eval mode:
+        made once and kept while no parameter or buffer of this module (the gate's included) changes.
+        The cache is keyed on each tensor's storage and ``_version`` counter, and dropped at every
+        switch to training mode, since an optimizer updating ``p.data`` in place leaves ``_version``
+        as it was. Not a submodule: never saved, never counted."""
+        key = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        cached = self.__dict__.get("_eval_view")
+        if cached is None or cached[0] != key:
+            # the compact modules' initialisation (overwritten) must not move a seeded sampler's stream
+            with torch.random.fork_rng(devices=[]):
+                cached = (key, self.compact().eval())
+            self.__dict__["_eval_view"] = cached
+        return cached[1]
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.__dict__.pop("_eval_view", None)
+        return super().train(mode)
 
     def dense_params(self) -> int:
         raise NotImplementedError

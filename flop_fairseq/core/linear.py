@@ -9,6 +9,7 @@ from torch import nn
 
 from .gated_module import Count, GatedModule, cheaper_form_cost
 from .hard_concrete import HardConcrete
+from .layout import set_decoding_layout
 
 
 class LowRankLinear(nn.Sequential):
@@ -34,6 +35,11 @@ class LowRankLinear(nn.Sequential):
     @property
     def bias(self) -> Optional[torch.Tensor]:
         return self[1].bias
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        set_decoding_layout([self[1].weight], decoding=not mode)  # (out, k): short rows
+        return self
 
 
 class GatedLowRankLinear(GatedModule):
@@ -102,6 +108,8 @@ class GatedLowRankLinear(GatedModule):
         return float((s[r:].pow(2).sum() / total).sqrt()) if total > 0 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_eval_view():
+            return self.eval_view()(x)
         z = self.gate()
         active = self.active_components(z)
         if active is None:

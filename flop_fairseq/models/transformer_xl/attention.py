@@ -61,18 +61,41 @@ class RelMultiHeadAttention(nn.Module):
         """``w`` ``(qlen, B, d)``; ``r`` ``(klen, 1, d)`` sinusoid encodings of distances ``klen-1 .. 0``;
         ``attn_mask`` ``(qlen, klen)`` bool, True where attention is forbidden; ``mems`` ``(mlen, B, d)``.
         Returns ``(qlen, B, d)``."""
-        qlen, bsz = w.size(0), w.size(1)
-        r_w_bias = self.r_w_bias if self.r_w_bias is not None else r_w_bias
-        r_r_bias = self.r_r_bias if self.r_r_bias is not None else r_r_bias
+        qlen = w.size(0)
         cat = w if mems is None or mems.size(0) == 0 else torch.cat([mems, w], 0)
         if self.pre_lnorm:
             cat = self.layer_norm(cat)
-        klen = cat.size(0)
-        q = self.q_proj(cat[-qlen:]).view(qlen, bsz, self.n_head, self.d_head)
-        k = self.k_proj(cat).view(klen, bsz, self.n_head, self.d_head)
-        v = self.v_proj(cat).view(klen, bsz, self.n_head, self.d_head)
-        r_k = self.r_net(r).view(r.size(0), self.n_head, self.d_head)
+        q, k, v = self.q_proj(cat[-qlen:]), self.k_proj(cat), self.v_proj(cat)
+        return self.attend(w, q, k, v, self.r_net(r), attn_mask, r_w_bias, r_r_bias)
 
+    def forward_cached(self, w: torch.Tensor, r_k: torch.Tensor, attn_mask: Optional[torch.Tensor], cache: dict,
+                       r_w_bias: Optional[torch.Tensor] = None, r_r_bias: Optional[torch.Tensor] = None
+                       ) -> torch.Tensor:
+        """:meth:`forward` for new positions ``w`` ``(qlen, B, d)`` after those whose projected keys and
+        values ``cache`` holds (``cache["k"]``, ``cache["v"]``: ``(mlen, B, n_head * d_head)``, absent at
+        the start), so that a step costs the new positions only; ``cache`` then holds all ``mlen + qlen``.
+        ``r_k`` ``(klen, n_head * d_head)``: ``W_r R`` of distances ``klen-1 .. 0`` (:meth:`position_keys`)."""
+        x = self.layer_norm(w) if self.pre_lnorm else w
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if "k" in cache:  # keys and values depend on their own position only: computed once each
+            k, v = torch.cat([cache["k"], k], 0), torch.cat([cache["v"], v], 0)
+        cache["k"], cache["v"] = k, v
+        return self.attend(w, q, k, v, r_k, attn_mask, r_w_bias, r_r_bias)
+
+    def position_keys(self, r: torch.Tensor) -> torch.Tensor:
+        """``W_r R``: ``r`` ``(n, 1, d)`` sinusoid encodings -> ``(n, n_head * d_head)``."""
+        return self.r_net(r)[:, 0]
+
+    def attend(self, w, q, k, v, r_k, attn_mask, r_w_bias, r_r_bias) -> torch.Tensor:
+        """The attention of queries ``q`` ``(qlen, B, H*D)`` over keys/values ``(klen, B, H*D)`` with
+        position keys ``r_k`` (``klen`` rows, distances ``klen-1 .. 0``), added to the input ``w``."""
+        qlen, bsz, klen = w.size(0), w.size(1), k.size(0)
+        r_w_bias = self.r_w_bias if self.r_w_bias is not None else r_w_bias
+        r_r_bias = self.r_r_bias if self.r_r_bias is not None else r_r_bias
+        q = q.view(qlen, bsz, self.n_head, self.d_head)
+        k = k.view(klen, bsz, self.n_head, self.d_head)
+        v = v.view(klen, bsz, self.n_head, self.d_head)
+        r_k = r_k.reshape(klen, self.n_head, self.d_head)
         ac = torch.einsum("ibnd,jbnd->ijbn", q + r_w_bias, k)  # content: (qlen, klen, B, H)
         bd = rel_shift(torch.einsum("ibnd,jnd->ijbn", q + r_r_bias, r_k))  # position
         score = (ac + bd) * self.scale

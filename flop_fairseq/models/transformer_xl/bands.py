@@ -13,6 +13,7 @@ of the two is smaller (as :class:`GatedLowRankLinear` does), the dense form bein
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from ...core import GatedLowRankBand, LowRankBand
 from ...core.gated_module import cheaper_form_cost
@@ -36,6 +37,15 @@ class ProjectionFreeBand(LowRankBand):
 
     def params_per_component(self) -> int:
         return self.num_words
+
+    def embed(self, words: torch.Tensor) -> torch.Tensor:
+        return F.embedding(words, self.emb, self.padding_idx)  # the identity projection, not multiplied
+
+    def code_and_words(self, h: torch.Tensor):
+        return h, self.emb
+
+    def decoding_matrices(self):
+        return [self.emb]
 
 
 class TxlGatedBand(GatedLowRankBand):

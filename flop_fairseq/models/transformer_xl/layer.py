@@ -59,5 +59,11 @@ class TransformerXLLayer(nn.Module):
         """``h`` ``(qlen, B, d)``, ``mems`` ``(mlen, B, d)`` (this layer's input at earlier steps) -> ``(qlen, B, d)``."""
         return self.pos_ff(self.dec_attn(h, r, attn_mask, mems, r_w_bias, r_r_bias))
 
+    def forward_cached(self, h: torch.Tensor, r_k: torch.Tensor, attn_mask: Optional[torch.Tensor], cache: dict,
+                       r_w_bias=None, r_r_bias=None) -> torch.Tensor:
+        """:meth:`forward` of new positions given the cached keys and values of earlier ones
+        (:meth:`RelMultiHeadAttention.forward_cached`)."""
+        return self.pos_ff(self.dec_attn.forward_cached(h, r_k, attn_mask, cache, r_w_bias, r_r_bias))
+
     def matrices(self):
         return self.dec_attn.matrices() + [("fc1", self.pos_ff.fc1), ("fc2", self.pos_ff.fc2)]

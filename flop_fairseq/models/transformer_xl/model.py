@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.dataclass import FairseqDataclass
-from fairseq.models import FairseqDecoder, FairseqLanguageModel, register_model, register_model_architecture
+from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model, register_model_architecture
 from fairseq.utils import safe_getattr
 from omegaconf import II
+import torch
 
 from ...core import AugmentedLagrangian, PrunableModel, adaptive_band_slots, match_structure
 from .compact_load import restructure_bands
+from .hub import TxlHubInterface, register_truncated_bptt_lm
 from .network import TransformerXLNetwork, TxlSpec
 
 
@@ -49,6 +51,7 @@ class FlopTransformerXLConfig(FairseqDataclass):
     max_target_positions: int = II("task.max_target_positions")
 
 
+register_truncated_bptt_lm()
 _DEFAULTS = FlopTransformerXLConfig()
 
 
@@ -71,8 +74,9 @@ def spec_from_cfg(cfg, vocab_size: int, padding_idx: int) -> TxlSpec:
     )
 
 
-class FlopTransformerXLDecoder(FairseqDecoder):
-    """fairseq's view of :class:`TransformerXLNetwork`: ``forward(src_tokens)`` -> ``(features (B, T, d), {})``;
+class FlopTransformerXLDecoder(FairseqIncrementalDecoder):
+    """fairseq's view of :class:`TransformerXLNetwork`: ``forward(src_tokens)`` -> ``(features (B, T, d),
+    {"attn": None})``;
     ``adaptive_softmax`` turns features into log-probabilities (fairseq's ``get_normalized_probs``)."""
 
     def __init__(self, dictionary, spec: TxlSpec, max_positions: int):
@@ -94,11 +98,28 @@ class FlopTransformerXLDecoder(FairseqDecoder):
     def embed_tokens(self):
         return self.net.embed_tokens
 
-    def forward(self, src_tokens, src_lengths=None, **kwargs):
-        return self.net(src_tokens), {}
+    def forward(self, src_tokens, src_lengths=None, incremental_state=None, **kwargs):
+        """Without ``incremental_state``: the next segment of each row's stream (the memory the network
+        carries). With it (fairseq's ``SequenceGenerator``): ``src_tokens`` is the whole prefix so far
+        and only the positions the state has not seen are computed, from its cached memory."""
+        if incremental_state is None:
+            return self.net(src_tokens), {"attn": None}
+        state = self.get_incremental_state(incremental_state, "memory") or {}
+        seen = int(state.pop("seen", 0))
+        new = src_tokens[:, seen:]
+        out = self.net.forward_step(new.t(), state).transpose(0, 1)
+        state["seen"] = torch.tensor(seen + new.size(1))
+        self.set_incremental_state(incremental_state, "memory", state)
+        return out, {"attn": None}
 
     def extract_features(self, src_tokens, **kwargs):
-        return self.forward(src_tokens)
+        return self.forward(src_tokens, **kwargs)
+
+    def reorder_incremental_state(self, incremental_state, new_order):
+        state = self.get_incremental_state(incremental_state, "memory")
+        if state is not None:
+            self.net.reorder_state(state, new_order)
+            self.set_incremental_state(incremental_state, "memory", state)
 
     def output_layer(self, features, **kwargs):
         raise NotImplementedError("scores come from adaptive_softmax (get_normalized_probs)")
@@ -147,6 +168,20 @@ class FlopTransformerXLModel(FairseqLanguageModel, PrunableModel):
     @classmethod
     def hub_models(cls):
         return {}
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub interface (``score``, ``sample``, ``generate``) for a gated or compact checkpoint
+        ``model_name_or_path/checkpoint_file``, with the dictionary of ``data_name_or_path``."""
+        from fairseq import hub_utils
+
+        loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
+                                           archive_map=cls.hub_models(), **kwargs)
+        return TxlHubInterface(loaded["args"], loaded["task"], loaded["models"])
+
+    def max_decoder_positions(self):
+        # the memory makes any length decodable: generation is bounded by its own max_len only
+        return 1 << 30
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         words, types = len(self.decoder.dictionary), self.vocab_size_from_state(state_dict)

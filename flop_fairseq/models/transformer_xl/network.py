@@ -3,7 +3,7 @@ PyTorch: adaptive embedding, ``n_layer`` relative-attention layers with segment 
 adaptive softmax. The fairseq model (:mod:`.model`) wraps it."""
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -106,11 +106,7 @@ class TransformerXLNetwork(nn.Module):
         mlen = 0 if mems is None else mems[0].size(0)
         klen = mlen + qlen
         mask = attention_mask(qlen, mlen, self.mem_len, self.same_length, tokens.device)
-        # distances and their sinusoids in float32: fp16/bf16 cannot tell 2048 from 2049
-        pos = torch.arange(klen - 1, -1, -1.0, device=tokens.device, dtype=torch.float32)
-        if self.clamp_len > 0:
-            pos = pos.clamp(max=self.clamp_len)
-        r = self.drop(self.pos_emb(pos).to(word_emb.dtype))
+        r = self.drop(self.relative_encodings(klen, word_emb))
         h = self.drop(word_emb)
         hids = []
         for i, layer in enumerate(self.layers):
@@ -127,6 +123,45 @@ class TransformerXLNetwork(nn.Module):
         if not (self.spec.init_zero_mems if zeros is None else zeros) or self.mem_len <= 0:
             return None
         return [like.new_zeros(self.mem_len, bsz, self.spec.d_model) for _ in self.layers]
+
+    def relative_encodings(self, klen: int, like: torch.Tensor) -> torch.Tensor:
+        """``(klen, 1, d)``: the sinusoids of distances ``klen-1 .. 0`` (clamped to ``clamp_len``)."""
+        # distances and their sinusoids in float32: fp16/bf16 cannot tell 2048 from 2049
+        pos = torch.arange(klen - 1, -1, -1.0, device=like.device, dtype=torch.float32)
+        if self.clamp_len > 0:
+            pos = pos.clamp(max=self.clamp_len)
+        return self.pos_emb(pos).to(like.dtype)
+
+    def forward_step(self, tokens: torch.Tensor, state: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Incremental decoding: ``tokens`` ``(qlen, B)`` (usually one position) continuing the positions
+        ``state`` has seen -> their last hidden states ``(qlen, B, d)``; ``state`` (a dict, empty at the
+        start) is updated in place. Equals :meth:`forward_segment` of one segment per step with the
+        memory of ``mem_len`` positions, but holds each layer's projected keys and values (``k.l``,
+        ``v.l``: ``(mlen, B, n_head * d_head)``) instead of its inputs, so that a step computes the new
+        positions only, and each layer's position keys ``W_r R`` once (``r.l``, by distance)."""
+        qlen = tokens.size(0)
+        mlen = state["k.0"].size(0) if "k.0" in state else 0
+        klen = mlen + qlen
+        mask = attention_mask(qlen, mlen, self.mem_len, self.same_length, tokens.device)
+        h = self.drop(self.embed_tokens(tokens))
+        if "r.0" not in state or state["r.0"].size(0) < klen:
+            # distances 0 .. n-1, n at least mem_len + 1: every later step of one token finds them here
+            r = self.relative_encodings(max(klen, self.mem_len + 1), h).flip(0)
+            for i, layer in enumerate(self.layers):
+                state[f"r.{i}"] = layer.dec_attn.position_keys(r)
+        for i, layer in enumerate(self.layers):
+            cache = {k: state[f"{k}.{i}"] for k in ("k", "v") if f"{k}.{i}" in state}
+            h = layer.forward_cached(h, state[f"r.{i}"][:klen].flip(0), mask, cache, self.r_w_bias, self.r_r_bias)
+            for k in ("k", "v"):  # the memory: the last mem_len positions
+                state[f"{k}.{i}"] = cache[k][-self.mem_len:] if self.mem_len > 0 else cache[k][:0]
+        return self.drop(h)
+
+    @staticmethod
+    def reorder_state(state: Dict[str, torch.Tensor], new_order: torch.Tensor) -> None:
+        """In place: batch row ``b`` of ``state``'s memory becomes its row ``new_order[b]`` (beam search)."""
+        for key, value in state.items():
+            if key[0] in "kv":
+                state[key] = value.index_select(1, new_order)
 
     def forward(self, src_tokens: torch.Tensor) -> torch.Tensor:
         """``src_tokens`` ``(B, T)`` -> ``(B, T, d_model)``, continuing each row from its memory."""
