@@ -9,7 +9,16 @@ from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..core import GatedModule, allocate, apply_allocation, expected_sparsity, gated_modules, repin, sparsity_stats
+from ..core import (
+    GatedModule,
+    allocate,
+    apply_allocation,
+    expected_sparsity,
+    gated_modules,
+    pin_dead_gates,
+    repin,
+    sparsity_stats,
+)
 from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
 from .distillation import DistillationConfig, Distiller
 from .replicas import check_replicas
@@ -41,6 +50,12 @@ class FlopAdaptiveLossConfig(DistillationConfig):
         default=500.0,
         metadata={"help": "initial lambda_2, the weight of the quadratic term (s - t)^2: the pull back "
                           "towards the target that keeps the sparsity from overshooting it"},
+    )
+    dead_gate_prob: float = field(
+        default=0.1,
+        metadata={"help": "before every update, shut for good (pin to 0) each gate whose keep probability "
+                          "P(z > 0) is below this, so that it no longer counts in the expected size the "
+                          "Lagrangian drives (its eval value is already about 0); in [0, 0.5), 0: never"},
     )
     freeze_mask_update: int = field(
         default=0,
@@ -81,8 +96,9 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
                  lambda_lr_scale, lambda2_init=500.0, lr=1.0, check_replicas=False, distiller: Distiller = None,
-                 freeze_mask_update=0):
+                 freeze_mask_update=0, dead_gate_prob=0.0):
         super().__init__(task, sentence_avg, distiller)
+        self.dead_gate_prob = dead_gate_prob
         self.freeze_mask_update = freeze_mask_update
         self._frozen = None  # weak reference to the model whose mask is frozen
         self.check_replicas = check_replicas
@@ -107,6 +123,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
+        if not 0.0 <= cfg.dead_gate_prob < 0.5:
+            raise SystemExit(f"flop_adaptive_loss: --dead-gate-prob must be in [0, 0.5), got {cfg.dead_gate_prob}")
         if cfg.freeze_mask_update < 0:
             raise SystemExit("flop_adaptive_loss: --freeze-mask-update must be >= 0 (0: never)")
         if cfg.freeze_mask_update and (cfg.fp16 or cfg.bf16) and not (cfg.memory_efficient_fp16
@@ -123,7 +141,7 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
                    cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
                    check_replicas=cfg.check_replicas, distiller=distiller,
-                   freeze_mask_update=cfg.freeze_mask_update)
+                   freeze_mask_update=cfg.freeze_mask_update, dead_gate_prob=cfg.dead_gate_prob)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -158,6 +176,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
     def forward(self, model, sample, reduce=True):
         self._configure(model)
         frozen = model.training and self._freeze(model)
+        if model.training and not frozen and self.dead_gate_prob > 0:
+            pin_dead_gates(model, self.dead_gate_prob)
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         if not model.training:
             return loss, sample_size, logging_output

@@ -5,7 +5,16 @@ from typing import List, Optional
 
 import torch
 
-from ..core import apply_allocation, band_rows, count_params, expected_sparsity, gated_modules, layer_rows, layer_totals
+from ..core import (
+    apply_allocation,
+    band_rows,
+    count_params,
+    expected_sparsity,
+    gated_modules,
+    layer_rows,
+    layer_totals,
+    weak_kept,
+)
 
 
 @torch.no_grad()
@@ -36,6 +45,9 @@ def report(model, num_updates=None, allocation=None) -> dict:
         "gated": gated,
         "bands": band_rows(model),
     }
+    if gated:  # kept components whose eval value is below WEAK_VALUE: budget spent on almost nothing
+        weak = weak_kept(model)
+        out["weak_components"], out["weak_params"] = weak["components"], weak["params"]
     if layers:
         out["layers"] = {**layer_totals(layers), "per_matrix": layers}
     if allocation is not None:
