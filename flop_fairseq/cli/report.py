@@ -60,7 +60,8 @@ def main(argv=None):
 
     try:
         state, model = load_flop_model(args.checkpoint)
-        allocation = budget_allocation(model, args.checkpoint, args.target_params, args.target_sparsity)
+        allocation = budget_allocation(model, args.checkpoint, args.target_params, args.target_sparsity,
+                                       args.min_gate_value)
     except CheckpointError as e:
         sys.exit(f"flop-report: error: {e}")
     history = state.get("optimizer_history") or [{}]

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .band import GatedLowRankBand
-from .counting import count_params, gated_modules
+from .counting import WEAK_VALUE, count_params, gated_modules
 from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
 from .linear import GatedLowRankLinear
@@ -89,6 +89,8 @@ class GroupAllocation:
     added: int
     removed: int
     next_cost: Optional[int]
+    weak: int = 0
+    weak_params: int = 0
 
     @property
     def kept(self) -> int:
@@ -154,6 +156,8 @@ class Allocation:
             "gap_components": self.gap_components,
             "trained_remaining_prunable_params": self.trained_remaining_prunable_params,
             "added_components": self.added, "removed_components": self.removed,
+            "weak_components": sum(g.weak for g in self.groups),
+            "weak_params": sum(g.weak_params for g in self.groups),
         }
 
 
@@ -243,10 +247,12 @@ def allocate(model: nn.Module, target_params: Optional[int] = None,
         k = len(keep_list)
         was_kept = trained.cpu() > 0
         added = int((~was_kept[keep]).sum())
+        weak = int((values < WEAK_VALUE).sum())
         groups.append(GroupAllocation(
             name=name, rank=m.rank, keep=keep, values=values, params=cost(m_no, k),
             trained_kept=int(was_kept.sum()), added=added, removed=int(was_kept.sum()) - (k - added),
-            next_cost=None if k == live[m_no] else cost(m_no, k + 1) - cost(m_no, k)))
+            next_cost=None if k == live[m_no] else cost(m_no, k + 1) - cost(m_no, k),
+            weak=weak, weak_params=cost(m_no, k) - cost(m_no, k - weak)))
     return Allocation(target, counts.prunable_params, fixed + sum(g.params for g in groups),
                       counts.remaining_prunable_params, groups)
 

@@ -50,6 +50,7 @@ class AugmentedLagrangian(nn.Module):
         self.register_buffer("lr", torch.tensor(float(lr), dtype=torch.float64))
         # s_0, the schedule's start: NaN until the first training pass records it
         self.register_buffer("start_sparsity", torch.tensor(float("nan"), dtype=torch.float64))
+        self.start_from_model = True
         self.configure(target_sparsity, warmup_updates)
 
     def _apply(self, fn, *args, **kwargs):
@@ -72,9 +73,11 @@ class AugmentedLagrangian(nn.Module):
         return int(self.num_updates) == 0 and float(self.lambdas[0]) == 0.0 and float(self.pending[2]) == 0.0
 
     def configure(self, target_sparsity: float, warmup_updates: int, lr: float = None,
-                  lambda_2_init: float = None) -> None:
+                  lambda_2_init: float = None, start_from_model: bool = True) -> None:
         """Sets the schedule and step size; ``lambda_2_init`` sets ``lambda_2`` only on a
-        :meth:`fresh` controller (a resumed one keeps its multipliers)."""
+        :meth:`fresh` controller (a resumed one keeps its multipliers); ``start_from_model=False``
+        starts the schedule at ``s_0 = 0`` whatever the model's expected sparsity."""
+        self.start_from_model = bool(start_from_model)
         if not 0.0 <= target_sparsity < 1.0:
             raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
         if warmup_updates < 0:
@@ -127,7 +130,7 @@ class AugmentedLagrangian(nn.Module):
         In training mode the violation is recorded for the next ascent step.
         """
         if self.training and self.start_sparsity.isnan() and self.fresh():
-            self.start_sparsity.fill_(float(expected_sparsity.detach()))
+            self.start_sparsity.fill_(float(expected_sparsity.detach()) if self.start_from_model else 0.0)
         diff = expected_sparsity - self.target()
         if self.training:
             d = diff.detach().double()

@@ -36,6 +36,12 @@ class FlopAdaptiveLossConfig(DistillationConfig):
         metadata={"help": "updates over which the target sparsity rises linearly from 0 to "
                           "--target-sparsity (0: the full target from the start)"},
     )
+    sparsity_warmup_from_zero: bool = field(
+        default=False,
+        metadata={"help": "start the warm-up at sparsity 0 rather than at the model's expected sparsity at "
+                          "its first update (a converted model starts just below 0, and a schedule from 0 "
+                          "pushes every gate down from the first update)"},
+    )
     gate_lr_scale: float = field(
         default=50.0,
         metadata={"help": "learning-rate multiplier of the gates' log_alpha relative to --lr "
@@ -96,8 +102,9 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
                  lambda_lr_scale, lambda2_init=500.0, lr=1.0, check_replicas=False, distiller: Distiller = None,
-                 freeze_mask_update=0, dead_gate_prob=0.0):
+                 freeze_mask_update=0, dead_gate_prob=0.0, sparsity_warmup_from_zero=False):
         super().__init__(task, sentence_avg, distiller)
+        self.sparsity_warmup_from_zero = sparsity_warmup_from_zero
         self.dead_gate_prob = dead_gate_prob
         self.freeze_mask_update = freeze_mask_update
         self._frozen = None  # weak reference to the model whose mask is frozen
@@ -141,7 +148,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
                    cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
                    check_replicas=cfg.check_replicas, distiller=distiller,
-                   freeze_mask_update=cfg.freeze_mask_update, dead_gate_prob=cfg.dead_gate_prob)
+                   freeze_mask_update=cfg.freeze_mask_update, dead_gate_prob=cfg.dead_gate_prob,
+                   sparsity_warmup_from_zero=cfg.sparsity_warmup_from_zero)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -154,7 +162,7 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
                 "arch); use --criterion adaptive_loss to fine-tune it"
             )
         lagrangian.configure(self.target_sparsity, self.sparsity_warmup_updates, self.lambda_lr,
-                             lambda_2_init=self.lambda2_init)
+                             lambda_2_init=self.lambda2_init, start_from_model=not self.sparsity_warmup_from_zero)
         for _, m in gated_modules(model):
             m.gate.set_lr_scale(self.gate_lr_scale)
         self._configured = weakref.ref(model)

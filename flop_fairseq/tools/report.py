@@ -75,6 +75,9 @@ def budget_lines(budget: dict, logprob_diff: Optional[float] = None) -> List[str
               "rank components)")
     if logprob_diff is not None:
         change += f"; max |log p(budget) - log p(trained mask)| = {logprob_diff:.1e}"
+    if budget.get("weak_components"):
+        change += (f"; {budget['weak_components']} of the kept components have an eval value below 0.1 "
+                   f"({budget['weak_params']:,} params)")
     return [f"budget: target {budget['target_params']:,} remaining prunable params (sparsity "
             f"{budget['target_sparsity']:.4f}); achieved {budget['remaining_prunable_params']:,} (sparsity "
             f"{budget['sparsity']:.4f}); gap {gap}", change]
