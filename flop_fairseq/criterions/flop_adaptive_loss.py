@@ -175,8 +175,10 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
         if not self.freeze_mask_update or int(model.flop_lagrangian.num_updates) < self.freeze_mask_update:
             return False
         if self._frozen is None or self._frozen() is not model:
-            # pinned to |log_alpha| = 30, a sampled gate is exactly 0 or 1 and gets no gradient
-            apply_allocation(model, allocate(model, target_sparsity=self.target_sparsity))
+            # pinned to |log_alpha| = 30, a sampled gate is exactly 0 or 1 and gets no gradient. Every
+            # component may take budget here (min_value 0), weak ones last: from now on each kept
+            # one trains at full strength, so none stays weak, and the exact budget is used
+            apply_allocation(model, allocate(model, target_sparsity=self.target_sparsity, min_value=0.0))
             self._frozen = weakref.ref(model)
         repin(model)
         return True

@@ -69,7 +69,7 @@ def budget_lines(budget: dict, logprob_diff: Optional[float] = None) -> List[str
     and in units of the cheapest component not kept, and the change from the trained eval mask."""
     unit = budget["cheapest_addable_params"]
     gap = (f"{budget['gap_params']:,} params = {budget['gap_components']:.2f} of the cheapest component not "
-           f"kept ({unit:,} params)" if unit else f"{budget['gap_params']:,} params (every component kept)")
+           f"kept ({unit:,} params)" if unit else f"{budget['gap_params']:,} params (every live component kept)")
     change = (f"budget: the eval mask as trained keeps {budget['trained_remaining_prunable_params']:,} "
               f"(the allocation adds {budget['added_components']} and removes {budget['removed_components']} "
               "rank components)")
