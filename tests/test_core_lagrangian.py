@@ -74,6 +74,24 @@ def test_lagrangian_state_dict_round_trip():
     assert torch.equal(c.lambdas, d.lambdas) and c.lambda_1.item() != -1.25
 
 
+def test_multipliers_integrate_a_constant_violation():
+    """A constant violation v for n updates: lambda_1 moves by n eta v (the integral term, the price
+    per unit of sparsity that the gates see), lambda_2 by n eta v^2; the penalty's slope in s is
+    lambda_1 + 2 lambda_2 (s - t), its proportional part."""
+    eta, v, n = 0.5, -0.04, 25
+    c = AugmentedLagrangian(target_sparsity=0.5, lr=eta, lambda_2_init=500.0)
+    c.train()
+    for update in range(1, n + 1):
+        for _ in range(3):  # update_freq 3: the mean of the update's passes, one step
+            c(torch.tensor(0.5 + v, dtype=torch.float64))
+        c.set_num_updates(update)
+    assert c.lambda_1.item() == pytest.approx(n * eta * v, rel=1e-9)
+    assert c.lambda_2.item() == pytest.approx(500.0 + n * eta * v * v, rel=1e-9)
+    s = torch.tensor(0.5 + v, dtype=torch.float64, requires_grad=True)
+    c(s).backward()
+    assert s.grad.item() == pytest.approx(n * eta * v + 2 * (500.0 + n * eta * v * v) * v, rel=1e-9)
+
+
 def test_schedule_starts_where_the_model_is():
     """The first training pass records s_0; the target then runs linearly from s_0 to t, so a model
     that starts a little denser than dense (s_0 < 0) is not pushed at the first update."""
