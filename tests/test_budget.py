@@ -12,6 +12,7 @@ from core_helpers import SharedBandModel, set_log_alpha
 from torch import nn
 
 from conftest import TINY_VOCAB, run
+from flop_fairseq.core.budget import LIVE_VALUE
 from flop_fairseq.core import (
     GatedLowRankLinear,
     PrunableModel,
@@ -49,7 +50,7 @@ def test_equal_costs_keep_exactly_the_global_top_log_alpha():
         set_log_alpha(m.gate, a)
     order = torch.argsort(log_alpha.flatten(), descending=True)
     for k in range(13):
-        alloc = allocate(model, target_params=32 * k + 7)
+        alloc = allocate(model, target_params=32 * k + 7, min_value=0.0)
         kept = {(int(i) // 4, int(i) % 4) for i in order[:k]}
         assert {(n, int(i)) for n, g in enumerate(alloc.groups) for i in g.keep} == kept
         assert alloc.remaining_prunable_params == 32 * k
@@ -109,6 +110,22 @@ def test_kept_components_keep_their_eval_value_and_new_ones_get_the_median():
         assert alloc.cheapest_addable_params is None or alloc.gap_params < alloc.cheapest_addable_params
 
 
+def test_the_allocation_keeps_only_live_components():
+    """A group whose trained mask keeps components of eval value near 0 (what round(E[L0]) keeps
+    when many pruned gates each leave a little keep probability): the allocation drops them and
+    spends their budget on live components of the other group, never adding a dead one."""
+    model = ThreeLinears()
+    model.lins = model.lins[:2]
+    # group 0: two live components, then 2 near-dead ones (log_alpha -4: eval value 0.002)
+    set_log_alpha(model.lins[0].gate, [6.0, 5.0, -4.0, -4.0])
+    set_log_alpha(model.lins[1].gate, [6.0, 0.5, 0.2, -0.1])
+    alloc = allocate(model, target_params=32 * 8)
+    assert [g.keep.tolist() for g in alloc.groups] == [[0, 1], [0, 1, 2]]
+    assert alloc.remaining_prunable_params == 32 * 5 and alloc.cheapest_addable_params is None
+    old = allocate(model, target_params=32 * 8, min_value=0.0)
+    assert [g.kept for g in old.groups] == [4, 4]
+
+
 @pytest.mark.parametrize("target_sparsity", [-0.1, 1.0, 1.5, float("nan")])
 def test_core_refuses_bad_sparsities(target_sparsity):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
@@ -139,8 +156,14 @@ def _check_allocation(model, alloc, target):
     assert remaining == alloc.remaining_prunable_params <= target
     # within one component: less than the marginal cost of every component not kept, so less than
     # one component of every group with components left (the cheapest group's included)
-    not_full = [g for g in alloc.groups if g.kept < g.rank]
+    not_full = [g for g in alloc.groups if g.next_cost is not None]
     assert all(target - remaining < g.next_cost <= groups[g.name].params_per_component() for g in not_full)
+    # only live components are kept, and a group closes early only where its next one is not live
+    for g in alloc.groups:
+        median = gate_median(groups[g.name].gate)
+        assert bool((median[g.keep] >= LIVE_VALUE).all()), g.name
+        if g.next_cost is None and g.kept < g.rank:
+            assert int((median >= LIVE_VALUE).sum()) == g.kept, g.name
     return adjusted, small
 
 

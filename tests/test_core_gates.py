@@ -150,3 +150,30 @@ def test_core_imports_no_fairseq():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     count, leaked = out.strip().split(" ", 1)
     assert int(count) >= 10 and leaked == "[]", out
+
+
+def test_dead_gates_are_pinned_shut_and_stop_counting():
+    """Gates below the keep probability are pinned to -PIN (P(z > 0) < 1e-12, never sampled open);
+    live ones are left bit for bit, and pinning again changes nothing."""
+    from flop_fairseq.core import PIN, GatedLowRankLinear, pin_dead_gates
+
+    lin = GatedLowRankLinear(6, 6, rank=6, gate_lr_scale=7.0)
+    log_alpha = torch.tensor([5.0, 1.0, -0.9, -3.0, -4.2, -9.0])  # P(z > 0) 1.0 .. 0.08, 0.0
+    with torch.no_grad():
+        lin.gate.log_alpha_raw.copy_((log_alpha - lin.gate.log_alpha_offset) / lin.gate.lr_scale)
+    before = lin.gate.log_alpha_raw.detach().clone()
+    keep = lin.gate.keep_prob().detach()
+    dead = keep < 0.1
+    assert dead.tolist() == [False, False, False, False, True, True]
+    assert pin_dead_gates(lin, 0.1) == 2
+    after = lin.gate.log_alpha.detach()
+    assert torch.equal(lin.gate.log_alpha_raw.detach()[~dead], before[~dead])
+    assert torch.allclose(after[dead], torch.full((2,), -PIN))
+    assert float(lin.gate.keep_prob()[dead].max()) < 1e-12
+    lin.train()
+    assert all(float(lin.gate()[dead].abs().max()) == 0.0 for _ in range(20))
+    snapshot = lin.gate.log_alpha_raw.detach().clone()
+    assert pin_dead_gates(lin, 0.1) == 2 and torch.equal(lin.gate.log_alpha_raw.detach(), snapshot)
+    assert pin_dead_gates(lin, 0.0) == 0
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        pin_dead_gates(lin, 0.5)

@@ -61,7 +61,7 @@ def test_lagrangian_state_dict_round_trip():
     c.set_num_updates(37)
     c(torch.tensor(0.2))  # a pending violation travels with the state
     sd = c.state_dict()
-    assert set(sd) == {"lambdas", "pending", "num_updates", "lr"}
+    assert set(sd) == {"lambdas", "pending", "num_updates", "lr", "start_sparsity"}
     d = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100, lr=0.5)
     d.load_state_dict(sd)
     assert int(d.num_updates) == 37
@@ -72,6 +72,47 @@ def test_lagrangian_state_dict_round_trip():
     c.set_num_updates(38)
     d.set_num_updates(38)
     assert torch.equal(c.lambdas, d.lambdas) and c.lambda_1.item() != -1.25
+
+
+def test_multipliers_integrate_a_constant_violation():
+    """A constant violation v for n updates: lambda_1 moves by n eta v (the integral term, the price
+    per unit of sparsity that the gates see), lambda_2 by n eta v^2; the penalty's slope in s is
+    lambda_1 + 2 lambda_2 (s - t), its proportional part."""
+    eta, v, n = 0.5, -0.04, 25
+    c = AugmentedLagrangian(target_sparsity=0.5, lr=eta, lambda_2_init=500.0)
+    c.train()
+    for update in range(1, n + 1):
+        for _ in range(3):  # update_freq 3: the mean of the update's passes, one step
+            c(torch.tensor(0.5 + v, dtype=torch.float64))
+        c.set_num_updates(update)
+    assert c.lambda_1.item() == pytest.approx(n * eta * v, rel=1e-9)
+    assert c.lambda_2.item() == pytest.approx(500.0 + n * eta * v * v, rel=1e-9)
+    s = torch.tensor(0.5 + v, dtype=torch.float64, requires_grad=True)
+    c(s).backward()
+    assert s.grad.item() == pytest.approx(n * eta * v + 2 * (500.0 + n * eta * v * v) * v, rel=1e-9)
+
+
+def test_schedule_starts_where_the_model_is():
+    """The first training pass records s_0; the target then runs linearly from s_0 to t, so a model
+    that starts a little denser than dense (s_0 < 0) is not pushed at the first update."""
+    c = AugmentedLagrangian(target_sparsity=0.6, warmup_updates=100)
+    c.eval()
+    c(torch.tensor(-0.5))  # evaluation passes record nothing
+    assert c.start_sparsity.isnan() and c.target(50) == pytest.approx(0.3)
+    c.train()
+    s0 = torch.tensor(-0.015, dtype=torch.float64, requires_grad=True)
+    pen = c(s0)
+    assert c.start_sparsity.item() == pytest.approx(-0.015) and pen.item() == 0.0
+    for n, t in ((0, -0.015), (50, -0.015 + 0.5 * 0.615), (100, 0.6), (400, 0.6)):
+        assert c.target(n) == pytest.approx(t, abs=1e-12)
+    c.set_num_updates(1)
+    c(torch.tensor(0.2))  # later passes leave s_0 as it is
+    assert c.start_sparsity.item() == pytest.approx(-0.015)
+    # a controller saved before s_0 was recorded loads as one that started at 0
+    old = {k: v for k, v in c.state_dict().items() if k != "start_sparsity"}
+    d = AugmentedLagrangian(target_sparsity=0.6, warmup_updates=100)
+    d.load_state_dict(old)
+    assert d.start_sparsity.item() == 0.0 and d.target(50) == pytest.approx(0.3)
 
 
 @pytest.fixture

@@ -79,6 +79,24 @@ def test_pruning_reaches_the_target(driven):
     assert all(k < r for k, r in zip(kept, [b["rank"] for b in rep["bands"]]))
 
 
+def test_dead_gates_are_pinned_and_count_nothing(pruned):
+    """After pruning with the default --dead-gate-prob 0.1, no gate is left below it unpinned: each is
+    at -PIN (up to the last update's optimizer step), with a keep probability that adds nothing to
+    the expected count."""
+    from flop_fairseq.core import PIN, gated_modules
+    from flop_fairseq.tools.checkpoint import load_flop_model
+
+    _, model = load_flop_model(pruned[0])
+    pinned = 0
+    for name, m in gated_modules(model):
+        p, log_alpha = m.gate.keep_prob().detach(), m.gate.log_alpha.detach()
+        dead = p < 0.1
+        # pinned before the last update; its optimizer step moves a pinned gate by a few 1e-3 at most
+        assert bool((log_alpha[dead] < -PIN + 0.1).all()) and bool((p[dead] < 1e-12).all()), name
+        pinned += int(dead.sum())
+    assert pinned > 0
+
+
 def test_training_log_shows_the_sparsity_figures(pruned):
     lines = [l for l in pruned[1].splitlines() if "train_inner" in l]
     assert len(lines) == PRUNE_UPDATES // 20
@@ -173,10 +191,19 @@ def test_frozen_mask_trains_the_exact_budget_and_resumes(data_bin, flop_init, tm
     for key in ("hard_sparsity", "kept_b0", "kept_b1", "kept_b2", "lambda1"):
         assert len({f[key] for f in frozen}) == 1, key
     ckpt = tmp_path / "straight" / "checkpoint_last.pt"
-    # the mask it trained is the one flop-compact --target-sparsity keeps: nothing added or removed
+    # the mask it trained is the one flop-compact --target-sparsity keeps: nothing added or removed,
+    # every kept component alive (eval value 1), the budget filled to within 1% of its parameters
     rep = json.loads(run("flop-report", ckpt, "--json", "--target-sparsity", TARGET).stdout)
     assert rep["budget"]["added_components"] == rep["budget"]["removed_components"] == 0
     assert abs(rep["sparsity"] - TARGET) < 0.01
+    assert rep["weak_components"] == rep["budget"]["weak_components"] == 0
+    assert rep["budget"]["gap_params"] <= 0.01 * rep["budget"]["target_params"]
+    from flop_fairseq.core import gated_modules
+    from flop_fairseq.tools.checkpoint import load_flop_model
+
+    for name, m in gated_modules(load_flop_model(str(ckpt))[1]):
+        z = m.gate.deterministic()
+        assert bool((z[z > 0] >= 0.5).all()), name
     state = torch.load(ckpt, weights_only=False)["model"]
     for key, raw in state.items():
         if key.endswith("log_alpha_raw"):

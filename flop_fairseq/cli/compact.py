@@ -10,6 +10,7 @@ import sys
 import torch
 
 from ..core import layer_totals
+from ..core.budget import LIVE_VALUE
 from ..tools.checkpoint import CheckpointError, quiet_logging
 
 
@@ -42,6 +43,10 @@ def add_target_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                             "gates' log_alpha (default: the eval mask as trained)")
     group.add_argument("--target-params", type=int, metavar="N",
                        help=f"{what} for exactly N remaining prunable parameters (0 <= N <= the dense count)")
+    parser.add_argument("--min-gate-value", type=float, default=LIVE_VALUE, metavar="V",
+                        help="with a target: keep only rank components whose eval gate value would be at least V "
+                             f"(default {LIVE_VALUE}: a component its gate has nearly switched off gets no "
+                             "budget; 0 admits every component)")
 
 
 def check_target_arguments(prog: str, args) -> None:
@@ -51,6 +56,8 @@ def check_target_arguments(prog: str, args) -> None:
         sys.exit(f"{prog}: error: --target-sparsity must be in [0, 1), got {s}")
     if n is not None and n < 0:
         sys.exit(f"{prog}: error: --target-params must be >= 0, got {n}")
+    if not 0.0 <= args.min_gate_value <= 1.0:
+        sys.exit(f"{prog}: error: --min-gate-value must be in [0, 1], got {args.min_gate_value}")
 
 
 def main(argv=None):
@@ -71,7 +78,7 @@ def main(argv=None):
     try:
         with torch.no_grad():
             res = compact(args.input, args.output, target_params=args.target_params,
-                          target_sparsity=args.target_sparsity)
+                          target_sparsity=args.target_sparsity, min_value=args.min_gate_value)
     except CheckpointError as e:
         sys.exit(f"flop-compact: error: {e}")
     a = res["after"]

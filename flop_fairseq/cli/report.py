@@ -32,6 +32,10 @@ def format_table(path: str, rep: dict) -> str:
     lines.append(f"hard sparsity {rep['sparsity']:.4f}" + (
         f", expected sparsity {rep['expected_sparsity']:.4f}" if rep["expected_sparsity"] is not None else ""))
     lines.append(f"total_params (the model once compacted): {rep['total_params']:,}")
+    if rep.get("weak_components"):
+        share = rep["weak_params"] / max(rep["remaining_prunable_params"], 1)
+        lines.append(f"weak: {rep['weak_components']} kept rank components have an eval gate value below 0.1 "
+                     f"({rep['weak_params']:,} params, {share:.1%} of the kept prunable parameters)")
     if budget:
         lines += budget_lines(budget)
     return "\n".join(lines)
@@ -56,7 +60,8 @@ def main(argv=None):
 
     try:
         state, model = load_flop_model(args.checkpoint)
-        allocation = budget_allocation(model, args.checkpoint, args.target_params, args.target_sparsity)
+        allocation = budget_allocation(model, args.checkpoint, args.target_params, args.target_sparsity,
+                                       args.min_gate_value)
     except CheckpointError as e:
         sys.exit(f"flop-report: error: {e}")
     history = state.get("optimizer_history") or [{}]

@@ -10,12 +10,13 @@
 - :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
 - :mod:`.counting`: the one parameter counter and sparsity statistics;
 - :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
+- :mod:`.pinning`: gates pinned to exactly 0 or 1 (the exact-budget mask, dead gates);
 - :mod:`.compaction`: gated model -> physically smaller model, and loading either.
 """
 
 from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff
 from .band import GatedLowRankBand, LowRankBand
-from .budget import Allocation, GroupAllocation, allocate, apply_allocation, gate_median, repin, target_params_for
+from .budget import Allocation, GroupAllocation, allocate, apply_allocation, gate_median, target_params_for
 from .compaction import compact_model, match_structure
 from .counting import (
     ParamCounts,
@@ -28,18 +29,21 @@ from .counting import (
     layer_rows,
     layer_totals,
     sparsity_stats,
+    weak_kept,
 )
 from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
 from .lagrangian import AugmentedLagrangian
 from .linear import GatedLowRankLinear, LowRankLinear
+from .pinning import PIN, pin_dead_gates, repin
 from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
 
 __all__ = [
-    "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "target_params_for",
+    "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "pin_dead_gates", "PIN",
+    "target_params_for",
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
     "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
     "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
-    "match_structure", "sparsity_stats",
+    "match_structure", "sparsity_stats", "weak_kept",
 ]

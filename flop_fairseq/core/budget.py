@@ -16,7 +16,13 @@ with ``P`` the dense prunable count):
   in what is left of ``N``; otherwise the group is closed (its later components cost the same
   or come after this one in its own order, so each group keeps a prefix of its components).
 
-The result is ``R <= N`` with ``N - R`` smaller than the marginal cost of every component still
+Only live components are visited: those whose eval value (:func:`gate_median`) is at least
+:data:`LIVE_VALUE`, so the allocation never spends budget on a component that its own gate has
+all but switched off (a trained mask can keep such components: its count ``round(E[L0])`` sums
+what is left of the keep probabilities of many pruned gates). A model with too few live
+components for ``N`` is allocated fewer: what it has.
+
+The result is ``R <= N`` with ``N - R`` smaller than the marginal cost of every live component still
 addable (a group closed when its next component did not fit, and what is left only shrinks).
 
 :func:`apply_allocation` then makes the model's eval mask that allocation: the eval value of
@@ -42,15 +48,17 @@ import torch
 from torch import nn
 
 from .band import GatedLowRankBand
-from .counting import count_params, gated_modules
+from .counting import WEAK_VALUE, count_params, gated_modules
 from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
 from .linear import GatedLowRankLinear
+from .pinning import pin
 
-# |log_alpha| of a pinned gate: sigmoid(PIN / beta) and P(z > 0) = sigmoid(PIN - beta log(-l/r))
-# round to exactly 1 in float32 (and the dropped gates' P(z > 0) to < 1e-12), so the eval mask
-# is exactly 1 on the kept components and 0 elsewhere, with round(n - E[L0]) zeros.
-PIN = 30.0
+# The smallest eval value of a component the allocation keeps: the hard-concrete median
+# sigmoid(log_alpha / beta) is 1/2 at log_alpha = 0 (and P(z > 0) = 0.83 there). Below it a
+# component mostly multiplies its factors by a value near 0: it costs its whole parameter count and
+# adds little, so the budget goes to the next live component instead.
+LIVE_VALUE = 0.5
 
 
 @torch.no_grad()
@@ -81,6 +89,8 @@ class GroupAllocation:
     added: int
     removed: int
     next_cost: Optional[int]
+    weak: int = 0
+    weak_params: int = 0
 
     @property
     def kept(self) -> int:
@@ -146,6 +156,8 @@ class Allocation:
             "gap_components": self.gap_components,
             "trained_remaining_prunable_params": self.trained_remaining_prunable_params,
             "added_components": self.added, "removed_components": self.removed,
+            "weak_components": sum(g.weak for g in self.groups),
+            "weak_params": sum(g.weak_params for g in self.groups),
         }
 
 
@@ -171,24 +183,28 @@ def target_params_for(prunable_params: int, target_params: Optional[int] = None,
     return n
 
 
-def _visit_order(modules: List[GatedModule]) -> List[tuple]:
-    """``(module number, component index)`` of every component, by decreasing ``log_alpha``, then
+def _visit_order(modules: List[GatedModule], min_value: float) -> List[tuple]:
+    """``(module number, component index)`` of every live component (eval value, as
+    :func:`gate_median` gives it, at least ``min_value``), by decreasing ``log_alpha``, then
     increasing index (the factorizations order components by importance, and HardConcrete's eval
     mask zeros the higher index first among equals), then module number."""
     keyed = []
     for m_no, m in enumerate(modules):
         log_alpha = m.gate.log_alpha.detach().double().cpu().tolist()
-        keyed += [(-a, i, m_no) for i, a in enumerate(log_alpha)]
+        live = (gate_median(m.gate) >= min_value).cpu().tolist()
+        keyed += [(-a, i, m_no) for i, (a, ok) in enumerate(zip(log_alpha, live)) if ok]
     keyed.sort()
     return [(m_no, i) for _, i, m_no in keyed]
 
 
 @torch.no_grad()
 def allocate(model: nn.Module, target_params: Optional[int] = None,
-             target_sparsity: Optional[float] = None) -> Allocation:
+             target_sparsity: Optional[float] = None, min_value: float = LIVE_VALUE) -> Allocation:
     """The global allocation (module docstring) for ``model`` (a :class:`PrunableModel` with
     gated groups) and a target of ``target_params`` remaining prunable parameters or a
-    ``target_sparsity``. Changes nothing; :func:`apply_allocation` applies it."""
+    ``target_sparsity``, over the components whose eval value is at least ``min_value``
+    (:data:`LIVE_VALUE`; 0 admits every component). Changes nothing; :func:`apply_allocation`
+    applies it."""
     named = gated_modules(model)
     if not named:
         raise ValueError("the model has no gated (FLOP) groups left: it is already compact")
@@ -207,7 +223,11 @@ def allocate(model: nn.Module, target_params: Optional[int] = None,
                          "component pruned")
     kept_order: List[List[int]] = [[] for _ in modules]
     closed = [False] * len(modules)
-    for m_no, i in _visit_order(modules):
+    order = _visit_order(modules, min_value)
+    live = [0] * len(modules)
+    for m_no, _ in order:
+        live[m_no] += 1
+    for m_no, i in order:
         if closed[m_no]:
             continue
         k = len(kept_order[m_no])
@@ -227,10 +247,12 @@ def allocate(model: nn.Module, target_params: Optional[int] = None,
         k = len(keep_list)
         was_kept = trained.cpu() > 0
         added = int((~was_kept[keep]).sum())
+        weak = int((values < WEAK_VALUE).sum())
         groups.append(GroupAllocation(
             name=name, rank=m.rank, keep=keep, values=values, params=cost(m_no, k),
             trained_kept=int(was_kept.sum()), added=added, removed=int(was_kept.sum()) - (k - added),
-            next_cost=None if k == m.rank else cost(m_no, k + 1) - cost(m_no, k)))
+            next_cost=None if k == live[m_no] else cost(m_no, k + 1) - cost(m_no, k),
+            weak=weak, weak_params=cost(m_no, k) - cost(m_no, k - weak)))
     return Allocation(target, counts.prunable_params, fixed + sum(g.params for g in groups),
                       counts.remaining_prunable_params, groups)
 
@@ -244,14 +266,6 @@ def _gate_factor(module: GatedModule):
     if isinstance(module, GatedLowRankLinear):
         return module.right, 0
     raise TypeError(f"no rule to fold gate values into a {type(module).__name__}")
-
-
-@torch.no_grad()
-def _pin(gate: HardConcrete, is_open: torch.Tensor) -> None:
-    """``log_alpha = +PIN`` where ``is_open`` (shape ``(n,)``, bool), ``-PIN`` elsewhere, through
-    the gate's reparametrization ``log_alpha = lr_scale * log_alpha_raw + offset``."""
-    log_alpha = torch.where(is_open, PIN, -PIN).to(gate.log_alpha_raw.dtype)
-    gate.log_alpha_raw.copy_((log_alpha - gate.log_alpha_offset) / gate.lr_scale)
 
 
 @torch.no_grad()
@@ -284,7 +298,7 @@ def apply_allocation(model: nn.Module, allocation: Allocation) -> None:
         factor.mul_(scale.view(shape))
         is_open = torch.zeros(gate.n, dtype=torch.bool, device=gate.log_alpha_raw.device)
         is_open[g.keep.to(is_open.device)] = True
-        _pin(gate, is_open)
+        pin(gate, is_open)
         z = gate.deterministic()
         if not (torch.equal(torch.nonzero(z, as_tuple=True)[0].cpu(), g.keep.sort().values)
                 and bool((z[z > 0] == 1).all())):
@@ -293,13 +307,3 @@ def apply_allocation(model: nn.Module, allocation: Allocation) -> None:
     if remaining != allocation.remaining_prunable_params:
         raise RuntimeError(f"the allocated model counts {remaining:,} remaining prunable parameters, not the "
                            f"{allocation.remaining_prunable_params:,} allocated; please report this model")
-
-
-@torch.no_grad()
-def repin(model: nn.Module) -> None:
-    """In place: every gate of ``model`` back to ``+PIN`` or ``-PIN``, on the side it is on. Pinned
-    gates get no gradient (a sampled ``z`` is clamped to exactly 0 or 1), but an optimizer's
-    momentum still moves them a little after :func:`apply_allocation`; re-pinning before every
-    update keeps a training run's state independent of when it was interrupted and resumed."""
-    for _, m in gated_modules(model):
-        _pin(m.gate, m.gate.log_alpha.detach() > 0)

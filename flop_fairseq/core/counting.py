@@ -96,6 +96,26 @@ def sparsity_stats(model: nn.Module) -> SparsityStats:
     )
 
 
+# An eval value below this leaves a kept component with under a tenth of its weight: it costs its
+# whole parameter count and does almost nothing
+WEAK_VALUE = 0.1
+
+
+@torch.no_grad()
+def weak_kept(model: nn.Module, below: float = WEAK_VALUE) -> Dict[str, int]:
+    """The kept components of the gated groups whose eval-mode gate value is below ``below``:
+    ``components`` (how many) and ``params`` (what they cost in the compact model: each group's
+    ``compact_cost(kept) - compact_cost(kept - weak)``)."""
+    components = params = 0
+    for _, m in gated_modules(model):
+        z = m.gate.deterministic()
+        weak = int(((z > 0) & (z < below)).sum())
+        kept = int((z > 0).sum())
+        components += weak
+        params += int(m.compact_cost(kept)) - int(m.compact_cost(kept - weak))
+    return {"components": components, "params": params}
+
+
 class gates_bypassed:
     """Context manager: every gate of ``model`` is exactly 1 (the dense function) inside."""
 

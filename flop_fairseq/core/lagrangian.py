@@ -8,7 +8,11 @@ class AugmentedLagrangian(nn.Module):
     """``penalty = lambda_1 (s - t) + lambda_2 (s - t)^2``.
 
     ``s`` is the model's expected sparsity and ``t`` the target, which warms up
-    linearly from 0 to ``target_sparsity`` over ``warmup_updates`` updates. The
+    linearly from ``s_0`` to ``target_sparsity`` over ``warmup_updates`` updates, ``s_0``
+    being the expected sparsity of the model at its first training pass (recorded then):
+    the schedule starts where the model is, so the first updates do not prune by accident
+    (a converted model starts slightly below 0: its full-rank head band costs more than the
+    dense one, and its gates' keep probability is just under 1). The
     model minimises the penalty (gradients reach ``s`` only) while the multipliers
     are maximised by gradient ascent, ``lambda_1 += lr * (s - t)`` and
     ``lambda_2 += lr * (s - t)^2`` (their exact partial derivatives), applied once
@@ -44,24 +48,36 @@ class AugmentedLagrangian(nn.Module):
         # the ascent step size is state too: a resumed run applies the pending step before
         # the training flags reach the controller again
         self.register_buffer("lr", torch.tensor(float(lr), dtype=torch.float64))
+        # s_0, the schedule's start: NaN until the first training pass records it
+        self.register_buffer("start_sparsity", torch.tensor(float("nan"), dtype=torch.float64))
+        self.start_from_model = True
         self.configure(target_sparsity, warmup_updates)
 
     def _apply(self, fn, *args, **kwargs):
         # .half()/.bfloat16() of the model must not reach the controller: ascent steps of
         # 1e-4 vanish in 16-bit floats. Devices follow; the dtype stays float64.
         super()._apply(fn, *args, **kwargs)
-        for name in ("lambdas", "pending", "lr"):
+        for name in ("lambdas", "pending", "lr", "start_sparsity"):
             self._buffers[name] = self._buffers[name].double()
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the schedule recorded its start began at s_0 = 0
+        key = prefix + "start_sparsity"
+        if key not in state_dict and prefix + "lambdas" in state_dict:
+            state_dict[key] = torch.tensor(0.0, dtype=torch.float64)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fresh(self) -> bool:
         """True before the first update: no ascent step taken, nothing pending."""
         return int(self.num_updates) == 0 and float(self.lambdas[0]) == 0.0 and float(self.pending[2]) == 0.0
 
     def configure(self, target_sparsity: float, warmup_updates: int, lr: float = None,
-                  lambda_2_init: float = None) -> None:
+                  lambda_2_init: float = None, start_from_model: bool = True) -> None:
         """Sets the schedule and step size; ``lambda_2_init`` sets ``lambda_2`` only on a
-        :meth:`fresh` controller (a resumed one keeps its multipliers)."""
+        :meth:`fresh` controller (a resumed one keeps its multipliers); ``start_from_model=False``
+        starts the schedule at ``s_0 = 0`` whatever the model's expected sparsity."""
+        self.start_from_model = bool(start_from_model)
         if not 0.0 <= target_sparsity < 1.0:
             raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
         if warmup_updates < 0:
@@ -104,13 +120,17 @@ class AugmentedLagrangian(nn.Module):
         n = int(self.num_updates) if num_updates is None else num_updates
         if self.warmup_updates <= 0:
             return self.target_sparsity
-        return self.target_sparsity * min(1.0, n / self.warmup_updates)
+        start = float(self.start_sparsity)
+        start = 0.0 if start != start else start  # not recorded yet
+        return start + (self.target_sparsity - start) * min(1.0, n / self.warmup_updates)
 
     def forward(self, expected_sparsity: torch.Tensor) -> torch.Tensor:
         """The penalty (a scalar) for the differentiable expected sparsity ``s``.
 
         In training mode the violation is recorded for the next ascent step.
         """
+        if self.training and self.start_sparsity.isnan() and self.fresh():
+            self.start_sparsity.fill_(float(expected_sparsity.detach()) if self.start_from_model else 0.0)
         diff = expected_sparsity - self.target()
         if self.training:
             d = diff.detach().double()

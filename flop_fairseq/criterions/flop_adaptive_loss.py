@@ -9,7 +9,16 @@ from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..core import GatedModule, allocate, apply_allocation, expected_sparsity, gated_modules, repin, sparsity_stats
+from ..core import (
+    GatedModule,
+    allocate,
+    apply_allocation,
+    expected_sparsity,
+    gated_modules,
+    pin_dead_gates,
+    repin,
+    sparsity_stats,
+)
 from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
 from .distillation import DistillationConfig, Distiller
 from .replicas import check_replicas
@@ -27,6 +36,12 @@ class FlopAdaptiveLossConfig(DistillationConfig):
         metadata={"help": "updates over which the target sparsity rises linearly from 0 to "
                           "--target-sparsity (0: the full target from the start)"},
     )
+    sparsity_warmup_from_zero: bool = field(
+        default=False,
+        metadata={"help": "start the warm-up at sparsity 0 rather than at the model's expected sparsity at "
+                          "its first update (a converted model starts just below 0, and a schedule from 0 "
+                          "pushes every gate down from the first update)"},
+    )
     gate_lr_scale: float = field(
         default=50.0,
         metadata={"help": "learning-rate multiplier of the gates' log_alpha relative to --lr "
@@ -41,6 +56,12 @@ class FlopAdaptiveLossConfig(DistillationConfig):
         default=500.0,
         metadata={"help": "initial lambda_2, the weight of the quadratic term (s - t)^2: the pull back "
                           "towards the target that keeps the sparsity from overshooting it"},
+    )
+    dead_gate_prob: float = field(
+        default=0.1,
+        metadata={"help": "before every update, shut for good (pin to 0) each gate whose keep probability "
+                          "P(z > 0) is below this, so that it no longer counts in the expected size the "
+                          "Lagrangian drives (its eval value is already about 0); in [0, 0.5), 0: never"},
     )
     freeze_mask_update: int = field(
         default=0,
@@ -81,8 +102,10 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
 
     def __init__(self, task, sentence_avg, target_sparsity, sparsity_warmup_updates, gate_lr_scale,
                  lambda_lr_scale, lambda2_init=500.0, lr=1.0, check_replicas=False, distiller: Distiller = None,
-                 freeze_mask_update=0):
+                 freeze_mask_update=0, dead_gate_prob=0.0, sparsity_warmup_from_zero=False):
         super().__init__(task, sentence_avg, distiller)
+        self.sparsity_warmup_from_zero = sparsity_warmup_from_zero
+        self.dead_gate_prob = dead_gate_prob
         self.freeze_mask_update = freeze_mask_update
         self._frozen = None  # weak reference to the model whose mask is frozen
         self.check_replicas = check_replicas
@@ -107,6 +130,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
+        if not 0.0 <= cfg.dead_gate_prob < 0.5:
+            raise SystemExit(f"flop_adaptive_loss: --dead-gate-prob must be in [0, 0.5), got {cfg.dead_gate_prob}")
         if cfg.freeze_mask_update < 0:
             raise SystemExit("flop_adaptive_loss: --freeze-mask-update must be >= 0 (0: never)")
         if cfg.freeze_mask_update and (cfg.fp16 or cfg.bf16) and not (cfg.memory_efficient_fp16
@@ -123,7 +148,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
         return cls(task, cfg.sentence_avg, cfg.target_sparsity, cfg.sparsity_warmup_updates,
                    cfg.gate_lr_scale, cfg.lambda_lr_scale, cfg.lambda2_init, lr=float(cfg.lr[0]),
                    check_replicas=cfg.check_replicas, distiller=distiller,
-                   freeze_mask_update=cfg.freeze_mask_update)
+                   freeze_mask_update=cfg.freeze_mask_update, dead_gate_prob=cfg.dead_gate_prob,
+                   sparsity_warmup_from_zero=cfg.sparsity_warmup_from_zero)
 
     def _configure(self, model):
         """Applies the flags to the model's controller and gates, once per model."""
@@ -136,7 +162,7 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
                 "arch); use --criterion adaptive_loss to fine-tune it"
             )
         lagrangian.configure(self.target_sparsity, self.sparsity_warmup_updates, self.lambda_lr,
-                             lambda_2_init=self.lambda2_init)
+                             lambda_2_init=self.lambda2_init, start_from_model=not self.sparsity_warmup_from_zero)
         for _, m in gated_modules(model):
             m.gate.set_lr_scale(self.gate_lr_scale)
         self._configured = weakref.ref(model)
@@ -149,8 +175,10 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
         if not self.freeze_mask_update or int(model.flop_lagrangian.num_updates) < self.freeze_mask_update:
             return False
         if self._frozen is None or self._frozen() is not model:
-            # pinned to |log_alpha| = 30, a sampled gate is exactly 0 or 1 and gets no gradient
-            apply_allocation(model, allocate(model, target_sparsity=self.target_sparsity))
+            # pinned to |log_alpha| = 30, a sampled gate is exactly 0 or 1 and gets no gradient. Every
+            # component may take budget here (min_value 0), weak ones last: from now on each kept
+            # one trains at full strength, so none stays weak, and the exact budget is used
+            apply_allocation(model, allocate(model, target_sparsity=self.target_sparsity, min_value=0.0))
             self._frozen = weakref.ref(model)
         repin(model)
         return True
@@ -158,6 +186,8 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
     def forward(self, model, sample, reduce=True):
         self._configure(model)
         frozen = model.training and self._freeze(model)
+        if model.training and not frozen and self.dead_gate_prob > 0:
+            pin_dead_gates(model, self.dead_gate_prob)
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         if not model.training:
             return loss, sample_size, logging_output

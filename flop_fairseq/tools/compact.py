@@ -5,12 +5,13 @@ import os
 from typing import Optional
 
 from ..core import allocate, apply_allocation, band_rows, compact_model, count_params, gated_modules, layer_rows
+from ..core.budget import LIVE_VALUE
 from .checkpoint import CheckpointError, load_flop_model, save_checkpoint_atomic
 from .equivalence import max_logprob_difference
 
 
 def budget_allocation(model, path: str, target_params: Optional[int] = None,
-                      target_sparsity: Optional[float] = None):
+                      target_sparsity: Optional[float] = None, min_value: float = LIVE_VALUE):
     """The :func:`~flop_fairseq.core.allocate` allocation of a gated model for the target, or None
     without one; a one-line :class:`CheckpointError` for a compact model or a target out of range."""
     if target_params is None and target_sparsity is None:
@@ -19,13 +20,13 @@ def budget_allocation(model, path: str, target_params: Optional[int] = None,
         raise CheckpointError(f"{path}: already compact (no gates left); a parameter budget needs a gated "
                               "FLOP checkpoint")
     try:
-        return allocate(model, target_params, target_sparsity)
+        return allocate(model, target_params, target_sparsity, min_value)
     except ValueError as e:
         raise CheckpointError(str(e))
 
 
 def compact(in_path: str, out_path: str, tolerance: float = 1e-4, target_params: Optional[int] = None,
-            target_sparsity: Optional[float] = None) -> dict:
+            target_sparsity: Optional[float] = None, min_value: float = LIVE_VALUE) -> dict:
     """Writes the compact checkpoint after checking it computes the gated model's eval-mode
     function; returns the counts before and after, per band and in total.
 
@@ -33,12 +34,13 @@ def compact(in_path: str, out_path: str, tolerance: float = 1e-4, target_params:
     eval mask is first replaced by the exact-budget allocation (:mod:`flop_fairseq.core.budget`);
     ``budget`` then holds the allocation and ``budget_logprob_diff`` how much that changed the
     eval function (max log-prob difference vs the mask as trained), and "before" is the adjusted
-    gated model."""
+    gated model. ``min_value``: the allocation keeps only components of at least this eval value
+    (:func:`~flop_fairseq.core.allocate`)."""
     state, model = load_flop_model(in_path)
     if not gated_modules(model):
         raise CheckpointError(f"{in_path}: already compact (no gates left); nothing to do")
     num_words = len(model.decoder.dictionary)
-    allocation = budget_allocation(model, in_path, target_params, target_sparsity)
+    allocation = budget_allocation(model, in_path, target_params, target_sparsity, min_value)
     budget_diff = None
     if allocation is not None:
         trained = model

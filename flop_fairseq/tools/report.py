@@ -5,7 +5,16 @@ from typing import List, Optional
 
 import torch
 
-from ..core import apply_allocation, band_rows, count_params, expected_sparsity, gated_modules, layer_rows, layer_totals
+from ..core import (
+    apply_allocation,
+    band_rows,
+    count_params,
+    expected_sparsity,
+    gated_modules,
+    layer_rows,
+    layer_totals,
+    weak_kept,
+)
 
 
 @torch.no_grad()
@@ -36,6 +45,9 @@ def report(model, num_updates=None, allocation=None) -> dict:
         "gated": gated,
         "bands": band_rows(model),
     }
+    if gated:  # kept components whose eval value is below WEAK_VALUE: budget spent on almost nothing
+        weak = weak_kept(model)
+        out["weak_components"], out["weak_params"] = weak["components"], weak["params"]
     if layers:
         out["layers"] = {**layer_totals(layers), "per_matrix": layers}
     if allocation is not None:
@@ -57,12 +69,15 @@ def budget_lines(budget: dict, logprob_diff: Optional[float] = None) -> List[str
     and in units of the cheapest component not kept, and the change from the trained eval mask."""
     unit = budget["cheapest_addable_params"]
     gap = (f"{budget['gap_params']:,} params = {budget['gap_components']:.2f} of the cheapest component not "
-           f"kept ({unit:,} params)" if unit else f"{budget['gap_params']:,} params (every component kept)")
+           f"kept ({unit:,} params)" if unit else f"{budget['gap_params']:,} params (every live component kept)")
     change = (f"budget: the eval mask as trained keeps {budget['trained_remaining_prunable_params']:,} "
               f"(the allocation adds {budget['added_components']} and removes {budget['removed_components']} "
               "rank components)")
     if logprob_diff is not None:
         change += f"; max |log p(budget) - log p(trained mask)| = {logprob_diff:.1e}"
+    if budget.get("weak_components"):
+        change += (f"; {budget['weak_components']} of the kept components have an eval value below 0.1 "
+                   f"({budget['weak_params']:,} params)")
     return [f"budget: target {budget['target_params']:,} remaining prunable params (sparsity "
             f"{budget['target_sparsity']:.4f}); achieved {budget['remaining_prunable_params']:,} (sparsity "
             f"{budget['sparsity']:.4f}); gap {gap}", change]
