@@ -9,6 +9,7 @@
 - :mod:`.prunable_model`: how a model lists what it prunes;
 - :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
 - :mod:`.counting`: the one parameter counter and sparsity statistics;
+- :mod:`.target`: the range of a target sparsity;
 - :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
 - :mod:`.compaction`: gated model -> physically smaller model, and loading either.
 """
@@ -34,12 +35,13 @@ from .hard_concrete import HardConcrete
 from .lagrangian import AugmentedLagrangian
 from .linear import GatedLowRankLinear, LowRankLinear
 from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
+from .target import check_target_sparsity
 
 __all__ = [
     "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "target_params_for",
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
-    "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
+    "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "check_target_sparsity", "compact_model",
     "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
     "match_structure", "sparsity_stats",
 ]

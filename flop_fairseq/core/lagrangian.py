@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .target import check_target_sparsity
+
 
 class AugmentedLagrangian(nn.Module):
     """``penalty = lambda_1 (s - t) + lambda_2 (s - t)^2``.
@@ -62,8 +64,7 @@ class AugmentedLagrangian(nn.Module):
                   lambda_2_init: float = None) -> None:
         """Sets the schedule and step size; ``lambda_2_init`` sets ``lambda_2`` only on a
         :meth:`fresh` controller (a resumed one keeps its multipliers)."""
-        if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+        check_target_sparsity(target_sparsity)
         if warmup_updates < 0:
             raise ValueError(f"sparsity warm-up must be >= 0 updates, got {warmup_updates}")
         self.target_sparsity = float(target_sparsity)

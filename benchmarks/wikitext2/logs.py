@@ -4,7 +4,7 @@ import re
 import statistics
 from typing import List
 
-from ..tools.fairseq_log import log_fields, parse_eval_lm
+from flop_fairseq.tools.fairseq_log import log_fields, parse_eval_lm
 
 _EPOCH_FIELD = re.compile(r"\| (\w+) ([0-9.e+-]+)(?= \||$)")
 TRAJECTORY_FIELDS = ("num_updates", "expected_sparsity", "hard_sparsity", "target", "lambda1", "lambda2", "loss")

@@ -1,28 +1,22 @@
-"""BENCHMARKS.md of the users'-regime benchmark (``--mode quick|full``) from its results record
-(:mod:`.collect_users`): set-up, the dense curve, a table per budget, the ablation, what the
-numbers say, speed; then the short-regime record's headline rows (:mod:`.report`) and the
-FLOP settings sweep. Every number comes from the records; the prose that reads them is here.
+"""BENCHMARKS.md from a run's results record (:mod:`.collect`): set-up, the dense curve, a
+table per budget, the ablation, the split of F, what the numbers say, speed
+(:mod:`.report_sections`); then the frozen short regime and the FLOP settings sweep
+(:mod:`.short_regime`), and the commands. Every number comes from the records; the prose that
+reads them is here; labels come from the table of methods (:data:`.settings.METHODS`).
 """
 
 import datetime
 import os
 
-from . import report, sweep
-from .report_users_sections import dense_curve_section, setup_section, speed_section
-from .settings_users import PRUNE_FRACTION, split_fractions, split_suffix
+from . import short_regime
+from .report_sections import dense_curve_section, setup_section, speed_section
+from .settings import LABEL, METHODS, SPLIT_METHODS
 
-LABEL = {
-    "dense": "dense after D (unpruned)", "dense+ft": "dense after D + F (unpruned reference)",
-    "flop": "FLOP", "flop+kd": "FLOP + distillation", "flop-plain": "FLOP, as trained (no exact budget)",
-    "svd+ft": "SVD truncation + fine-tuning", "svd+ft+kd": "SVD truncation + fine-tuning + distillation",
-    "agp": "AGP magnitude pruning (unstructured)", "agp+kd": "AGP + distillation (unstructured)",
-    "small": "small dense from scratch (D + F)",
-}
-LABEL.update({f"flop{split_suffix(f)}": f"FLOP {f:.0%} of F, then fine-tuning" for f in split_fractions()})
-HEADLINE = ("flop", "flop+kd", "svd+ft", "svd+ft+kd", "agp", "agp+kd", "small")
-BASELINES = ("svd+ft", "agp", "small")  # compared with FLOP at every budget (their +kd twins where run)
-ABLATION = ("flop+kd", "flop", "flop-plain", f"flop{split_suffix(PRUNE_FRACTION)}")
-SPLIT_METHODS = {f"flop{split_suffix(f)}" for f in split_fractions()}
+# the methods of the per-budget tables and the plot, in the table's order
+HEADLINE = tuple(name for name, m in METHODS.items() if m.style)
+# compared with FLOP at every budget (their distilled twins where run)
+BASELINES = tuple(name for name in HEADLINE if not name.startswith("flop") and not METHODS[name].distill)
+ABLATION = ("flop+kd", "flop", "flop-plain", "flop-p60")
 
 
 def scope_text(b: dict) -> str:
@@ -44,7 +38,7 @@ def _structure(x: dict) -> str:
         return "dense tensors, sparse"
     if not x.get("ranks"):
         return "full"
-    out = report._ranks(x["ranks"])
+    out = short_regime.ranks_text(x["ranks"])
     if x.get("layer_rank"):
         out += f"; layers {x['layer_kept']}/{x['layer_rank']}"
     return out
@@ -82,7 +76,7 @@ def results_section(res: dict, by: dict, rel_png: str) -> list:
          "matrix (weights; biases are pruned by no method); for AGP the non-zero ones. Total params = the whole "
          "model (AGP: non-zero; it stores all of the dense model's). Weights MiB = the fp32 state dict (the "
          "checkpoint files of fine-tuned models also hold Adam's state). Ranks = kept rank of each band (full "
-         f"{report._ranks(b['rank'] for b in res['model_facts']['bands'])}), and for whole-model budgets the "
+         f"{short_regime.ranks_text(b['rank'] for b in res['model_facts']['bands'])}), and for whole-model budgets the "
          "kept / full rank summed over the layer matrices. Eval tok/s = fairseq-eval-lm on the test split, "
          "with other processes running (noisy; the Speed section has the controlled timings). Nothing was "
          "tuned on test: FLOP's gate/multiplier settings come from the short-regime sweep on validation, "
@@ -130,7 +124,8 @@ def split_variants(res: dict, by: dict, key: str) -> list:
     out = [(1.0, F, 0, by.get(("flop", key)))]
     for f in split.get("fractions", []):
         ph = split["phases"][f"{f:g}"]
-        out.append((f, ph["prune"], ph["finetune"], by.get((f"flop{split_suffix(f)}", key))))
+        method = next(m for m, x in SPLIT_METHODS.items() if x == f)
+        out.append((f, ph["prune"], ph["finetune"], by.get((method, key))))
     return sorted((v for v in out if v[3] is not None), key=lambda v: v[0])
 
 
@@ -219,7 +214,7 @@ def allocation_text(st: dict, by: dict) -> list:
         gone = [(b, by[(m, b["key"])]) for b in st["budgets"] if 0 in by.get((m, b["key"]), {}).get("ranks", [1])]
         if gone:
             out.append(f"- {LABEL[m]} closes a whole band (kept ranks; SVD's at the same budget): " + "; ".join(
-                f"{budget_label(b)} {report._ranks(x['ranks'])} ({report._ranks(by[('svd+ft', b['key'])]['ranks'])})"
+                f"{budget_label(b)} {short_regime.ranks_text(x['ranks'])} ({short_regime.ranks_text(by[('svd+ft', b['key'])]['ranks'])})"
                 for b, x in gone) + ". The penalty prices a component of the rarest band at its parameter cost, "
                 "about ten of the frequent band's, while the rare tokens that could defend it are few in any batch.")
     return out
@@ -238,52 +233,42 @@ def exact_budget_text(x: dict, b: dict) -> str:
     return text
 
 
-def short_regime_section(short: dict) -> list:
-    """The previous benchmark's headline rows, from its committed record, and the settings sweep."""
-    L = ["## Short regime (previous benchmark)\n"]
-    if short is None:
-        return L + ["`benchmarks/wikitext2/short/results.json` is not in this checkout.\n"]
-    cfg = short["config"]
-    when = datetime.datetime.fromtimestamp(short["timing"]["began"]).strftime("%Y-%m-%d")
-    by = {(x["method"], x["budget"]): x for x in short["rows"]}
-    winners = []
-    for s in short["setup"]["budgets"]:
-        best = min((x for x in short["rows"] if x["budget"] == s), key=lambda x: x["test_ppl"])
-        winners.append(f"{report.METHOD_LABEL[best['method']]} at {report._pct(s)}")
-    L += [f"The benchmark before this one ({when}; record `benchmarks/wikitext2/short/results.json`): the same "
-          f"model and data, dense pre-training D = {cfg['dense_updates']} updates, pruning budget F = "
-          f"{cfg['finetune_updates']}, FLOP over all of F without fine-tuning phase, distillation or exact "
-          "budget (its hard count lands near the target), budgets of the band parameters only. Lowest test "
-          f"perplexity: {'; '.join(winners)}.\n"]
-    L += report.results_table(short, by) + ["", "The FLOP settings this benchmark uses were chosen by the sweep "
-                                             "below, on the short regime's dense model (validation perplexity):\n"]
-    return L + report.sweep_section(sweep.read_sweep()) + [""]
-
-
 def header(res: dict) -> list:
     t, e = res["timing"], res["estimate"]
-    began = datetime.datetime.fromtimestamp(t["began"]).strftime("%Y-%m-%d %H:%M") if t["began"] else "?"
+    stamp = lambda x: datetime.datetime.fromtimestamp(x).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    began, ended = (stamp(t["began"]), stamp(t["began"] + t["elapsed_s"])) if t["began"] else ("?", "?")
     return ["# FLOP on WikiText-2 in the users' regime: against SVD truncation, AGP and small dense models\n",
-            f"Generated by `scripts/benchmark_wikitext2.py --mode {res['mode']}` on "
-            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}. Wall-clock from the first step's start "
-            f"({began}) to the last step's end: {t['elapsed_s'] / 60:.1f} min (including any pause between "
-            f"invocations); summed step times {t['summed_step_s'] / 60:.1f} min with up to {res['run']['jobs']} "
-            f"steps at once. The cost model of `flop_fairseq/bench/estimate.py` puts this graph at "
-            f"{e['wall_s'] / 60:.0f} min of wall-clock ({e['summed_s'] / 60:.0f} min summed) on a machine doing "
-            "nothing else.\n"]
+            f"Generated by `python -m benchmarks.wikitext2 --mode {res['mode']}` from the run that ended "
+            f"{ended}. Wall-clock from the first step's start ({began}) to the last step's end: "
+            f"{t['elapsed_s'] / 60:.1f} min (including any pause between invocations); summed step times "
+            f"{t['summed_step_s'] / 60:.1f} min with up to {res['run']['jobs']} steps at once. The cost model of "
+            f"`benchmarks/wikitext2/estimate.py` puts this graph at {e['wall_s'] / 60:.0f} min of wall-clock "
+            f"({e['summed_s'] / 60:.0f} min summed) on a machine doing nothing else.\n"]
 
 
-def render(res: dict, short, out: str, png: str) -> str:
+def commands_section(res: dict) -> list:
+    c = res["commands"]
+    L = ["## Commands\n",
+         "All commands of the run, as it recorded them, in the order the steps were defined (paths under the "
+         f"work directory `{c['workdir']}`; `{c['bin']}/` binaries; environment "
+         f"OMP_NUM_THREADS={res['run']['threads']}):\n", "```"]
+    L += [f"# {step}\n{shown}" for step, shown in c["steps"]]
+    return L + ["```\n", f"Reproduce: `python -m benchmarks.wikitext2 --mode {res['mode']}` (`make bench-full`; "
+                "`--report-only` rewrites this report from its committed record); results are cached per step "
+                "under the work directory, so rerunning resumes.\n"]
+
+
+def render(res: dict, out: str, png: str) -> str:
     by = {(x["method"], x["budget"]): x for x in res["rows"]}
     rel_png = os.path.relpath(png, os.path.dirname(os.path.abspath(out)))
     L = header(res) + setup_section(res, by) + dense_curve_section(res, by) + results_section(res, by, rel_png)
-    L += speed_section(res) + short_regime_section(short) + report.commands_section(res)
+    L += speed_section(res) + short_regime.section() + commands_section(res)
     return "\n".join(L)
 
 
-def write_users_report(res: dict, short, out: str, png: str) -> None:
-    from .full_scale_report import keep_section
+def write_report(res: dict, out: str, png: str) -> None:
+    from benchmarks.full_scale.report import keep_section
 
-    text = keep_section(out, render(res, short, out, png))
+    text = keep_section(out, render(res, out, png))
     with open(out, "w") as f:
         f.write(text)

@@ -1,7 +1,10 @@
-"""The cached, resumable step runner of the benchmarks.
+"""Running a pipeline's processes, shared by ``flop-demo`` and the benchmarks.
 
-A :class:`Step` is a list of commands run one after the other in ``ROOT/STEP/``; when they
-succeed, ``.done`` receives the step's key (:func:`step_key`: a hash of its commands, of its
+:func:`run_process` runs one command to completion: its output teed to a log, the lines a
+``show`` callback selects printed, its wall time and its own peak resident memory measured
+(``os.wait4``). :class:`Runner` runs a graph of cached, resumable :class:`Step` s with it: a
+step is a list of commands run one after the other in ``ROOT/STEP/``; when they succeed,
+``.done`` receives the step's key (:func:`step_key`: a hash of its commands, of its
 dependencies' keys, of the code snapshot and of the files it names), so a rerun skips the
 step while nothing it depends on changed, and reruns it otherwise. Up to ``jobs`` steps run
 at once; an ``exclusive`` step (a timing) runs with nothing else of the runner's running.
@@ -12,19 +15,49 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .settings import REPO
 
-# Copied into the code snapshot; hashed into the key of every step that runs FLOP code. The
-# benchmark's own package is copied but not hashed: its report, collection and plot code runs
-# in this process, and the modules a step does run are named by the step (Step.files).
-SNAPSHOT_DIRS = ("flop_fairseq", "user_dir")
-UNHASHED = (os.path.join("flop_fairseq", "bench"),)
+def tool(name: str) -> str:
+    """A console script of this interpreter's environment (fairseq-train, flop-compact, ...), else
+    the bare name (found on PATH)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), name)
+    return path if os.path.exists(path) else name
+
+
+def run_process(argv: Sequence, log=None, env=None, cwd=None, stdout=None,
+                show: Optional[Callable[[str], Optional[str]]] = None, started=None) -> dict:
+    """Runs ``argv`` to completion; returns ``{rc, output, wall_s, peak_rss_mib}``.
+
+    Its output (stdout and stderr; only stderr when ``stdout``, an open file, takes stdout) is
+    written to the open file ``log`` and returned as ``output``; ``show(line)`` gives the text to
+    print for a line, or None. ``started(proc)`` receives the process (so a caller can stop it).
+    The peak is the child's own maximum resident set, not this process's."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, text=True,
+                            errors="replace", stdout=stdout or subprocess.PIPE,
+                            stderr=subprocess.PIPE if stdout else subprocess.STDOUT)
+    if started is not None:
+        started(proc)
+    pipe, lines = proc.stderr if stdout else proc.stdout, []
+    for line in pipe:
+        lines.append(line)
+        if log is not None:
+            log.write(line)
+        shown = show(line) if show else None
+        if shown:
+            print("   " + shown, flush=True)
+    pipe.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": proc.returncode, "output": "".join(lines), "wall_s": time.perf_counter() - t0,
+            "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def file_hash(path: str) -> str:
@@ -48,17 +81,17 @@ class Step:
     outputs: List[str]  # relative to the step dir; must exist afterwards
     deps: List[str] = field(default_factory=list)
     exclusive: bool = False  # run with nothing else of ours running
-    code: bool = True  # runs flop_fairseq code: the code snapshot's hash is part of its key
-    files: List[str] = field(default_factory=list)  # repo files it runs outside the hash: their hashes count
+    code: bool = True  # runs the snapshot's code: the code snapshot's hash is part of its key
+    files: List[str] = field(default_factory=list)  # files it runs outside the hash: their hashes count
     post: Optional[Callable[["Step", str], None]] = None  # (step, step_dir) -> writes result files
     key: str = ""
-    est_s: float = 0.0  # estimated seconds on a quiet machine (estimate.py); not part of the key
+    est_s: float = 0.0  # estimated seconds on a quiet machine; not part of the key
 
 
 def step_key(cmds: Sequence[Cmd], dep_keys: Sequence[str], code_hash: Optional[str],
              file_hashes: Sequence[str]) -> str:
     """The cache key: changes with any command (argv or stdout file), any dependency's key,
-    the code snapshot's hash (``None``: a step that runs no FLOP code) or a named file's hash."""
+    the code snapshot's hash (``None``: a step that runs no snapshot code) or a named file's hash."""
     payload = json.dumps([[c.argv, c.stdout] for c in cmds] + list(dep_keys)
                          + ([code_hash] if code_hash is not None else []) + list(file_hashes))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -80,8 +113,12 @@ def tree_hash(root: str, skip: Sequence[str] = ()) -> str:
 
 
 class Runner:
-    def __init__(self, root: str, jobs: int, threads: int):
+    """The steps of one graph under ``root``; commands run in ``cwd`` (whose ``files`` and
+    snapshot folders are relative to it) with ``threads`` torch threads each."""
+
+    def __init__(self, root: str, jobs: int, threads: int, cwd: str = "."):
         self.root = root
+        self.cwd = os.path.abspath(cwd)
         self.jobs = max(1, jobs)
         self.threads = threads
         self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -108,25 +145,25 @@ class Runner:
                 raise ValueError(f"{step.name}: unknown dependency {d}")
         step.key = step_key(step.cmds, [self.steps[d].key for d in step.deps],
                             self.code_hash if step.code else None,
-                            [file_hash(os.path.join(REPO, f)) for f in step.files])
+                            [file_hash(os.path.join(self.cwd, f)) for f in step.files])
         self.steps[step.name] = step
         self.order.append(step.name)
         return step
 
-    def snapshot_code(self) -> None:
-        """Copies flop_fairseq/ and user_dir/ into ROOT/code and puts it first on every child's
+    def snapshot_code(self, dirs: Sequence[str], unhashed: Sequence[str] = ()) -> None:
+        """Copies ``dirs`` (of ``cwd``) into ROOT/code and puts it first on every child's
         PYTHONPATH, so that edits to the working tree during a run do not reach later steps;
-        the snapshot's hash is part of the key of every step that runs FLOP code, so changed
-        code reruns those steps."""
+        the snapshot's hash (leaving out ``unhashed`` folders, whose files the steps name) is
+        part of the key of every step that runs its code, so changed code reruns those steps."""
         code = os.path.join(self.root, "code")
         tmp = code + ".tmp"
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         os.makedirs(tmp)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for name in SNAPSHOT_DIRS:
-            shutil.copytree(os.path.join(REPO, name), os.path.join(tmp, name), ignore=ignore)
-        code_hash = tree_hash(tmp, UNHASHED)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.json", "*.jsonl", "*.tsv", "*.md")
+        for name in dirs:
+            shutil.copytree(os.path.join(self.cwd, name), os.path.join(tmp, name), ignore=ignore)
+        code_hash = tree_hash(tmp, unhashed)
         if os.path.exists(code):
             shutil.rmtree(code)
         os.replace(tmp, code)
@@ -165,42 +202,43 @@ class Runner:
         with open(os.path.join(self.dir(step.name), ".done"), "w") as f:
             f.write(step.key + "\n")
 
-    def _launch(self, step: Step):
+    def _run_step(self, job: dict) -> None:
+        """A job's thread: the step's commands one after the other, until one fails."""
+        step, d = job["step"], job["dir"]
+        with open(os.path.join(d, "log.txt"), "w") as log:
+            for cmd in step.cmds:
+                print(f"[{time.strftime('%H:%M:%S')}] {step.name}: $ {cmd.shown()}", flush=True)
+                log.write(f"$ {cmd.shown()}\n")
+                log.flush()
+                out = open(os.path.join(d, cmd.stdout), "w") if cmd.stdout else None
+                try:
+                    rc = run_process(cmd.argv, log=log, env=self.env, cwd=self.cwd, stdout=out,
+                                     started=lambda p: job.update(proc=p))["rc"]
+                finally:
+                    if out is not None:
+                        out.close()
+                if rc != 0:
+                    job["rc"] = rc
+                    return
+        job["rc"] = 0
+
+    def _launch(self, step: Step) -> dict:
         d = self.dir(step.name)
         if os.path.exists(d):
             shutil.rmtree(d)
         os.makedirs(d)
-        log = open(os.path.join(d, "log.txt"), "w")
-        return {"step": step, "dir": d, "log": log, "i": 0, "proc": None, "start": time.time(), "out": None}
-
-    def _next_cmd(self, job) -> bool:
-        """Starts the job's next command; False when there is none."""
-        step, i = job["step"], job["i"]
-        if job["out"] is not None:
-            job["out"].close()
-            job["out"] = None
-        if i >= len(step.cmds):
-            return False
-        cmd = step.cmds[i]
-        job["i"] += 1
-        print(f"[{time.strftime('%H:%M:%S')}] {step.name}: $ {cmd.shown()}", flush=True)
-        job["log"].write(f"$ {cmd.shown()}\n")
-        job["log"].flush()
-        out = job["log"]
-        if cmd.stdout:
-            out = job["out"] = open(os.path.join(job["dir"], cmd.stdout), "w")
-        job["proc"] = subprocess.Popen(cmd.argv, cwd=REPO, env=self.env, stdout=out,
-                                       stderr=job["log"], stdin=subprocess.DEVNULL)
-        return True
+        job = {"step": step, "dir": d, "proc": None, "rc": None, "start": time.time()}
+        job["thread"] = threading.Thread(target=self._run_step, args=(job,), daemon=True)
+        job["thread"].start()
+        return job
 
     def _finish(self, job) -> None:
         step, d = job["step"], job["dir"]
-        job["log"].close()
         if step.post is not None:
             step.post(step, d)
         missing = [o for o in step.outputs if not os.path.exists(os.path.join(d, o))]
         if missing:
-            raise SystemExit(f"benchmark: step {step.name} finished without its outputs {missing}")
+            raise SystemExit(f"runner: step {step.name} finished without its outputs {missing}")
         self.mark_done(step)
         end = time.time()
         self.wall[step.name] = end - job["start"]
@@ -209,13 +247,11 @@ class Runner:
             f.write(f"{self.wall[step.name]:.1f} {job['start']:.1f} {end:.1f}\n")
         print(f"[{time.strftime('%H:%M:%S')}] {step.name}: done in {self.wall[step.name]:.0f}s", flush=True)
 
-    def _fail(self, job, rc) -> None:
+    def _fail(self, job) -> None:
         path = os.path.join(job["dir"], "log.txt")
-        job["log"].close()
         with open(path, errors="replace") as f:
-            tail = f.readlines()[-40:]
-        sys.stderr.write("".join(tail))
-        raise SystemExit(f"benchmark: step {job['step'].name} failed (exit status {rc}); log: {path}")
+            sys.stderr.write("".join(f.readlines()[-40:]))
+        raise SystemExit(f"runner: step {job['step'].name} failed (exit status {job['rc']}); log: {path}")
 
     def _record_load(self, running: int) -> None:
         """Every 30 s: the machine's 1-minute load average and how many of our processes ran."""
@@ -254,35 +290,23 @@ class Runner:
         try:
             while pending or running:
                 for n in self._startable(pending, finished, running):
-                    job = self._launch(self.steps[n])
                     pending.remove(n)
-                    if self._next_cmd(job):
-                        running.append(job)
-                    else:
-                        self._finish(job)
-                        finished.add(n)
+                    running.append(self._launch(self.steps[n]))
                 if not running:
-                    if pending and not any(all(d in finished for d in self.steps[n].deps) for n in pending):
-                        raise SystemExit(f"benchmark: steps {pending} can never run (dependencies)")
-                    continue
+                    raise SystemExit(f"runner: steps {pending} can never run (dependencies)")
                 time.sleep(0.5)
                 self._record_load(len(running))
-                for job in list(running):
-                    rc = job["proc"].poll()
-                    if rc is None:
-                        continue
-                    if rc != 0:
-                        self._fail(job, rc)
-                    if not self._next_cmd(job):
-                        running.remove(job)
-                        self._finish(job)
-                        finished.add(job["step"].name)
+                for job in [j for j in running if not j["thread"].is_alive()]:
+                    running.remove(job)
+                    if job["rc"] != 0:
+                        self._fail(job)
+                    self._finish(job)
+                    finished.add(job["step"].name)
         except BaseException:
             for job in running:
-                if job["proc"] is not None and job["proc"].poll() is None:
-                    job["proc"].terminate()
-                    try:
-                        job["proc"].wait(10)
-                    except subprocess.TimeoutExpired:
-                        job["proc"].kill()
+                proc = job["proc"]
+                if proc is not None and proc.returncode is None:  # not Popen.terminate: it would reap
+                    os.kill(proc.pid, signal.SIGTERM)  # the child before run_process's wait4
+            for job in running:
+                job["thread"].join(10)
             raise

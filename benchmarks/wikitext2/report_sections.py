@@ -1,9 +1,15 @@
-"""The users'-regime report's set-up, dense-curve and speed sections (:mod:`.report_users` has
-the results, the ablation and the summary)."""
+"""The report's set-up, dense-curve and speed sections (:mod:`.report` has the results, the
+ablation and the summary)."""
 
 import statistics
 
-from .report import _bands_text, _flag
+
+def _bands_text(bands) -> str:
+    return ", ".join(f"[{b['vocab'][0]},{b['vocab'][1]}) dim {b['rank']}" for b in bands)
+
+
+def _flag(flags, name) -> str:
+    return flags[flags.index(name) + 1] if name in flags else "?"
 
 
 def setup_section(res: dict, by: dict) -> list:
@@ -117,7 +123,7 @@ def speed_section(res: dict) -> list:
          f"at a time, {run['threads']} thread):\n", "| training | wps | relative to dense |", "|---|---:|---:|"]
     L += [f"| {labels[n]} | {t['wps_median']:,.0f} | {t['wps_median'] / base:.2f}x |" for n, t in ts.items()]
     L += _distill_cost(res["rows"])
-    L += ["", f"In-process evaluation timings (`scripts/benchmark_speed.py`, {es['config']['tokens']:,} validation "
+    L += ["", f"In-process evaluation timings (`python -m benchmarks.speed`, {es['config']['tokens']:,} validation "
           f"tokens, median of {es['config']['repeats']}, {es['config']['threads']} thread, one process alone): "
           "*scorer* is fairseq-eval-lm's path (full-vocabulary log-probabilities per token), *loss* the "
           "adaptive-softmax loss path of training and validation.\n",

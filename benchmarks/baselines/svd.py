@@ -1,5 +1,9 @@
 """The structured baselines FLOP is compared with: SVD truncation and small models from scratch.
 
+    python -m benchmarks.baselines.svd truncate IN OUT --sparsity S                        > alloc.json
+    python -m benchmarks.baselines.svd scratch-init --data BIN --sparsity S --seed N --output OUT \
+        -- FAIRSEQ-TRAIN ARGS                                                               > alloc.json
+
 Both keep ``budget_ranks`` components per band. ``flop-convert`` initialises every band from
 the SVD of the dense band with its components ordered by singular value, largest first, so
 truncating to rank ``r`` is opening the gates of the first ``r`` components and closing the
@@ -10,7 +14,7 @@ baseline, is :mod:`.agp`.)
 """
 
 import json
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 
@@ -68,18 +72,6 @@ def keep_leading(bands: Sequence, ranks: Sequence[int]) -> None:
         gate.log_alpha_raw.copy_((la - gate.log_alpha_offset) / gate.lr_scale)
 
 
-def parse_ranks(text: str, bands: Sequence) -> List[int]:
-    """``"91,15,1"`` -> ranks, checked against the bands' full ranks."""
-    full = [b.rank for b in bands]
-    try:
-        ranks = [int(x) for x in text.split(",")]
-    except ValueError:
-        ranks = None
-    if ranks is None or len(ranks) != len(full) or any(not 0 <= r <= f for r, f in zip(ranks, full)):
-        raise SystemExit(f"svd-truncate: --ranks {text} does not fit band ranks {','.join(map(str, full))}")
-    return ranks
-
-
 def _allocation(sparsity, stats, ranks, full, layer_ranks=(), layer_full=()) -> dict:
     out = {"target_sparsity": sparsity, "sparsity": stats.sparsity, "ranks": ranks, "full_ranks": full,
            "kept_params": stats.remaining_prunable_params, "prunable_params": stats.prunable_params}
@@ -88,27 +80,27 @@ def _allocation(sparsity, stats, ranks, full, layer_ranks=(), layer_full=()) -> 
     return out
 
 
-def _truncate_matrices(model, sparsity: Optional[float]) -> tuple:
+def _truncate_matrices(model, sparsity: float) -> tuple:
     """``(kept ranks, full ranks)`` of the layer matrices of a whole (``--flop-decoder-layers``)
     model, their gates set to keep the ``matrix_ranks`` leading components; ``((), ())`` for a
-    bands-only model or without a sparsity (explicit ``--ranks`` name the bands only)."""
+    bands-only model."""
     matrices = [m for _, m in model.flop_layer_matrices()]
-    if not matrices or sparsity is None:
+    if not matrices:
         return (), ()
     ranks = matrix_ranks(matrices, sparsity)
     keep_leading(matrices, ranks)
     return ranks, [m.rank for m in matrices]
 
 
-def svd_truncate(input_path: str, output_path: str, sparsity: Optional[float], ranks_text: Optional[str]) -> dict:
-    """Keeps the top singular components of every band of a converted (gated) checkpoint:
-    ``budget_ranks`` of them, or the explicit ``ranks_text``. Returns the allocation."""
-    from ..core import sparsity_stats
-    from ..tools.checkpoint import load_flop_model, save_checkpoint_atomic
+def svd_truncate(input_path: str, output_path: str, sparsity: float) -> dict:
+    """Keeps the ``budget_ranks`` top singular components of every band of a converted (gated)
+    checkpoint (and ``matrix_ranks`` of every layer matrix). Returns the allocation."""
+    from flop_fairseq.core import sparsity_stats
+    from flop_fairseq.tools.checkpoint import load_flop_model, save_checkpoint_atomic
 
     state, model = load_flop_model(input_path)
     bands = [slot.module for slot in model.flop_bands()]
-    ranks = parse_ranks(ranks_text, bands) if ranks_text else budget_ranks(bands, sparsity)
+    ranks = budget_ranks(bands, sparsity)
     keep_leading(bands, ranks)
     layer_ranks, layer_full = _truncate_matrices(model, sparsity)
     stats = sparsity_stats(model)
@@ -137,8 +129,8 @@ def scratch_init(data: str, sparsity: float, seed: int, output_path: str, fairse
     from fairseq import options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    from ..core import compact_model, sparsity_stats
-    from ..tools.checkpoint import save_checkpoint_atomic
+    from flop_fairseq.core import compact_model, sparsity_stats
+    from flop_fairseq.tools.checkpoint import save_checkpoint_atomic
 
     parser = options.get_training_parser()
     targs = options.parse_args_and_arch(parser, input_args=[data] + fairseq_args)
@@ -176,7 +168,7 @@ def _fresh_matrix(m) -> None:
     their product has a default ``nn.Linear``'s variance ``1 / (3 in)`` (the rule
     ``GatedLowRankLinear`` initialises by; the gated factors before compaction had it at full
     rank, so only ``k / rank`` of it is left)."""
-    from ..core.linear import LowRankLinear
+    from flop_fairseq.core.linear import LowRankLinear
 
     if isinstance(m, LowRankLinear):
         std = (1.0 / (3.0 * max(m.rank, 1))) ** 0.25 / m.in_features ** 0.25
@@ -186,5 +178,37 @@ def _fresh_matrix(m) -> None:
         m.reset_parameters()
 
 
-def print_allocation(alloc: dict) -> None:
+def main(argv=None) -> None:
+    """``truncate`` or ``scratch-init``; the allocation as JSON on stdout, a bad checkpoint or
+    sparsity in one line."""
+    from flop_fairseq.core import check_target_sparsity
+    from flop_fairseq.tools.checkpoint import CheckpointError, quiet_logging
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.svd")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("truncate", help="keep the top singular components of a converted checkpoint")
+    t.add_argument("input")
+    t.add_argument("output")
+    s = sub.add_parser("scratch-init", help="a freshly initialised compact model of the same ranks")
+    s.add_argument("--data", required=True)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--output", required=True)
+    s.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train's arguments")
+    for q in (t, s):
+        q.add_argument("--sparsity", type=float, required=True, help="keep (1 - s) of the prunable parameters")
+    a = p.parse_args(argv)
+    try:
+        check_target_sparsity(a.sparsity, "--sparsity")
+    except ValueError as e:
+        p.error(str(e))
+    quiet_logging()
+    try:
+        alloc = (svd_truncate(a.input, a.output, a.sparsity) if a.cmd == "truncate" else
+                 scratch_init(a.data, a.sparsity, a.seed, a.output, [x for x in a.fairseq_args if x != "--"]))
+    except CheckpointError as e:
+        raise SystemExit(f"svd {a.cmd}: {e}")
     print(json.dumps(alloc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
