@@ -2,7 +2,7 @@
 against FLOP-gated at several sparsities and against the compact form: how much of the
 factorization's cost training pays as it prunes.
 
-    python -m flop_fairseq.bench.layer_speed [--dim 1024] [--ffn 4096] [--tokens 1024]
+    python -m benchmarks.layer_speed [--dim 1024] [--ffn 4096] [--tokens 1024]
                                              [--threads 2] [--repeats 5] [--json]
 
 Random weights (speed does not depend on their values). A sparsity ``s`` keeps, in every
@@ -21,7 +21,7 @@ import time
 import torch
 from torch import nn
 
-from ..core import GatedLowRankLinear, LowRankLinear
+from flop_fairseq.core import GatedLowRankLinear, LowRankLinear
 
 SPARSITIES = (0.0, 0.5, 0.7, 0.9)
 
@@ -99,7 +99,7 @@ def measure(dim: int, ffn: int, tokens: int, repeats: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m flop_fairseq.bench.layer_speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.layer_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--ffn", type=int, default=4096)
     p.add_argument("--tokens", type=int, default=1024)

@@ -1,7 +1,7 @@
 """Evaluation speed, size and perplexity of a dense fairseq ``transformer_lm``, a gated FLOP
 checkpoint and its compact form, on the same split of a binarized corpus.
 
-    python scripts/benchmark_speed.py DATA_BIN --dense DENSE.pt --gated FLOP.pt --compact COMPACT.pt
+    python -m benchmarks.speed DATA_BIN --dense DENSE.pt --gated FLOP.pt --compact COMPACT.pt
         [--model LABEL=CKPT ...] [--subset valid] [--num-shards K] [--repeats 3] [--threads 1]
         [--tokens-per-sample 128] [--max-tokens 4096] [--method inprocess|eval-lm|both] [--json]
 
@@ -44,11 +44,10 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import time
 
-from .settings import REPO
+from benchmarks import REPO
+from flop_fairseq.tools.runner import run_process, tool
 
 
 def _labelled(args):
@@ -70,7 +69,7 @@ def _labelled(args):
 
 
 def _kind(model) -> str:
-    from ..core import GatedModule, LowRankBand
+    from flop_fairseq.core import GatedModule, LowRankBand
 
     if any(isinstance(m, GatedModule) for m in model.modules()):
         return "FLOP gated"
@@ -81,11 +80,10 @@ def _kind(model) -> str:
 
 def stored_params(model) -> int:
     """The counter's ``stored_params``: every parameter the model holds as loaded, shared ones once."""
-    from ..core import PrunableModel, count_params
+    from flop_fairseq.core import PrunableModel, count_params
+    from flop_fairseq.models import dense_prunable_tensors
 
-    from .agp import dense_prunable
-
-    return count_params(model, None if isinstance(model, PrunableModel) else dense_prunable(model)).stored_params
+    return count_params(model, None if isinstance(model, PrunableModel) else dense_prunable_tensors(model)).stored_params
 
 
 def run_inprocess(ckpts, args) -> dict:
@@ -172,23 +170,21 @@ def run_inprocess(ckpts, args) -> dict:
 
 
 def run_eval_lm(ckpts, args) -> dict:
-    from ..tools.fairseq_log import parse_eval_lm
+    from flop_fairseq.tools.fairseq_log import parse_eval_lm
 
-    exe = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "fairseq-eval-lm")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     out = {}
     for _ in range(args.repeats):
         for label, path in ckpts:
-            cmd = [exe, args.data, "--user-dir", args.user_dir, "--path", path,
+            cmd = [tool("fairseq-eval-lm"), args.data, "--user-dir", args.user_dir, "--path", path,
                    "--tokens-per-sample", str(args.tokens_per_sample), "--max-tokens", str(args.max_tokens),
                    "--cpu", "--gen-subset", args.subset]
             if args.num_shards > 1:
                 cmd += ["--num-shards", str(args.num_shards), "--shard-id", "0"]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            text = proc.stdout + proc.stderr
-            parsed = parse_eval_lm(text) if proc.returncode == 0 else None
+            proc = run_process(cmd, env=env)
+            parsed = parse_eval_lm(proc["output"]) if proc["rc"] == 0 else None
             if parsed is None:
-                raise SystemExit(f"benchmark_speed: fairseq-eval-lm failed on {path}:\n{text[-3000:]}")
+                raise SystemExit(f"benchmark_speed: fairseq-eval-lm failed on {path}:\n{proc['output'][-3000:]}")
             r = out.setdefault(label, {"eval_lm_tokens_per_s_runs": []})
             r["eval_lm_tokens_per_s_runs"].append(parsed["tokens_per_s"])
             r["eval_lm_tokens"] = parsed["tokens"]
@@ -256,8 +252,8 @@ def main(argv=None):
         res["config"]["tokens"] = ip["tokens"]
         res["models"] = ip["models"]
     else:
-        from ..core import count_params
-        from ..tools.checkpoint import CheckpointError, load_any_model
+        from flop_fairseq.core import count_params
+        from flop_fairseq.tools.checkpoint import CheckpointError, load_any_model
 
         res["models"] = []
         for label, path in ckpts:
@@ -275,3 +271,7 @@ def main(argv=None):
         res["config"].setdefault("tokens", res["models"][0]["eval_lm_tokens"])
     print(json.dumps(res, indent=2) if args.json else format_table(res))
 
+
+
+if __name__ == "__main__":
+    main()

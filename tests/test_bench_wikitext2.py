@@ -1,4 +1,4 @@
-"""Tests of the users'-regime WikiText-2 benchmark that need no training: its step graph (every
+"""Tests of the WikiText-2 benchmark that need no training: its step graph (every
 method at every budget, the same updates for every method, distillation where and only where it
 is asked for), the time estimate, the SVD layer allocation, the dense curve and the report."""
 
@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from flop_fairseq.bench import settings
-from flop_fairseq.bench.baselines import matrix_ranks
-from flop_fairseq.bench.estimate import simulate
-from flop_fairseq.bench.experiments_users import build_users_steps, model_name
-from flop_fairseq.bench.logs import valid_curve
-from flop_fairseq.bench.runner import Runner
-from flop_fairseq.bench.settings_users import ABLATION_BUDGET, BUDGETS_USERS, DISTILL_BUDGETS, phases
+from benchmarks.baselines.svd import matrix_ranks
+from benchmarks.wikitext2 import settings
+from benchmarks.wikitext2.estimate import simulate
+from benchmarks.wikitext2.graph import build_steps, model_name
+from benchmarks.wikitext2.logs import valid_curve
+from benchmarks.wikitext2.settings import ABLATION_BUDGET, BUDGETS, DISTILL_BUDGETS, phases
+from flop_fairseq.tools.runner import Runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADLINE = ("flop", "svd+ft", "agp", "small")
@@ -23,15 +23,14 @@ HEADLINE = ("flop", "svd+ft", "agp", "small")
 
 def graph(tmp_path, mode="full"):
     _, cfg = settings.mode_config(mode)
-    r = Runner(str(tmp_path / mode), jobs=2, threads=1)
+    r = Runner(str(tmp_path / mode), jobs=2, threads=1, cwd=REPO)
     r.code_dir, r.code_hash = str(tmp_path / "code"), "c0"
-    return r, cfg, build_users_steps(r, "/data/wt2", cfg, str(tmp_path / "data"))
+    return r, cfg, build_steps(r, "/data/wt2", cfg, str(tmp_path / "data"))
 
 
 def train_cmds(r, m):
-    """The training commands of a model's training steps (fairseq-train or AGP's wrapper)."""
-    return [c.argv for st in m["train_steps"] for c in r.steps[st].cmds
-            if c.argv[0].endswith("fairseq-train") or (c.argv[1].endswith("agp_train.py") and c.argv[2] != "finalize")]
+    """The fairseq-train commands of a model's training steps."""
+    return [c.argv for st in m["train_steps"] for c in r.steps[st].cmds if c.argv[0].endswith("fairseq-train")]
 
 
 def max_update(argv) -> int:
@@ -40,13 +39,13 @@ def max_update(argv) -> int:
 
 def test_graph_has_every_method_at_every_budget(tmp_path):
     r, cfg, models = graph(tmp_path)
-    assert [b.key for b in BUDGETS_USERS] == ["b50", "b70", "b90", "a50", "a70"]
-    for b in BUDGETS_USERS:
+    assert [b.key for b in BUDGETS] == ["b50", "b70", "b90", "a50", "a70"]
+    for b in BUDGETS:
         for method in HEADLINE:
             assert models[model_name(method, b)]["budget"] == b.key
         kd = {m for m in ("flop+kd", "svd+ft+kd", "agp+kd") if model_name(m, b) in models}
         assert kd == ({"flop+kd", "svd+ft+kd", "agp+kd"} if b.key in DISTILL_BUDGETS else set())
-    ab = next(b for b in BUDGETS_USERS if b.key == ABLATION_BUDGET)
+    ab = next(b for b in BUDGETS if b.key == ABLATION_BUDGET)
     assert {"flop-plain", "flop-p30", "flop-p60", "flop-p90"} <= {m["method"] for m in models.values()
                                                                     if m["budget"] == ab.key}
     assert {"dense", "denseft"} <= set(models)
@@ -68,7 +67,7 @@ def test_every_method_gets_the_same_updates(tmp_path):
         total = sum(max_update(a) for a in train_cmds(r, m))
         want = {"dense": D, "small": D + F}.get(m["method"], F)
         assert total == want, (name, total, want)
-    for b in BUDGETS_USERS:  # the 60% split everywhere, 30% and 90% at 50% of the bands
+    for b in BUDGETS:  # the 60% split everywhere, 30% and 90% at 50% of the bands
         assert [max_update(a) for a in train_cmds(r, models[f"flopp60_{b.key}"])] == [ph["prune"], ph["finetune"]]
         assert (f"flopp30_{b.key}" in models) is (b.key == "b50")
     assert [max_update(a) for a in train_cmds(r, models["flopp30_b50"])] == [round(0.3 * F), F - round(0.3 * F)]
@@ -154,16 +153,15 @@ def test_valid_curve_from_a_fairseq_log(tmp_path):
 
 # --------------------------------------------------------------------------- the report
 
-def users_results():
-    """A synthetic users'-regime record, as collect_users writes it."""
-    from flop_fairseq.bench.collect_users import BENCHMARK
-    from flop_fairseq.bench.settings_users import users_record
+def fake_results():
+    """A synthetic record, as collect writes it."""
+    from benchmarks.wikitext2.settings import setup_record
 
     _, cfg = settings.mode_config("full")
     short = json.load(open(os.path.join(REPO, "benchmarks", "wikitext2", "short", "results.json")))
 
     def row(method, key, ppl, kept=0.5, **extra):
-        b = next((x for x in BUDGETS_USERS if x.key == key), None)
+        b = next((x for x in BUDGETS if x.key == key), None)
         return {"name": f"{method}_{key}", "method": method, "budget": key, "scope": b.scope if b else None,
                 "target_sparsity": b.sparsity if b else None, "valid_ppl": ppl + 10, "test_ppl": ppl,
                 "eval_tokens_per_s": 5000.0, "eval_tokens": 1000, "band_params": int(720_000 * kept),
@@ -175,7 +173,7 @@ def users_results():
                            "wps_median": 4000.0 if method.endswith("+kd") else 8000.0}],
                 **extra}
     rows = [row("dense", None, 180.0, 1.0), row("dense+ft", None, 170.0, 1.0)]
-    for b in BUDGETS_USERS:
+    for b in BUDGETS:
         k = 1 - b.sparsity
         rows += [row("flop", b.key, 175.0, k, ranks=[60, 16, 4]), row("svd+ft", b.key, 178.0, k, ranks=[60, 16, 4]),
                  row("agp", b.key, 172.0, k), row("small", b.key, 220.0, k, ranks=[60, 16, 4])]
@@ -183,7 +181,7 @@ def users_results():
             rows += [row("flop+kd", b.key, 171.0, k, ranks=[60, 16, 4]), row("svd+ft+kd", b.key, 176.0, k),
                      row("agp+kd", b.key, 173.0, k)]
     rows += [row("flop-p60", b.key, 185.0 if b.key != "b90" else 170.0, 1 - b.sparsity, ranks=[90, 16, 1])
-             for b in BUDGETS_USERS]
+             for b in BUDGETS]
     rows += [row("flop-plain", "b50", 186.0, 0.505), row("flop-p30", "b50", 178.0), row("flop-p90", "b50", 180.0)]
     rows[[x["name"] for x in rows].index("flop_b90")]["ranks"] = [28, 1, 0]
     whole = next(x for x in rows if x["name"] == "flop_a70")
@@ -192,7 +190,7 @@ def users_results():
              "loss_tokens_per_s": 23000.0}
     res = copy.deepcopy(short)
     res.update({
-        "benchmark": BENCHMARK, "mode": "full", "config": cfg, "setup": users_record(cfg), "rows": rows,
+        "mode": "full", "config": cfg, "setup": setup_record(cfg), "rows": rows,
         "model_facts": dict(short["model_facts"], band_params=719_744, all_params=1_112_960),
         "estimate": {"wall_s": 8700.0, "summed_s": 17000.0},
         "dense_curve": [{"num_updates": n, "loss": 8.0, "ppl": p}
@@ -205,11 +203,11 @@ def users_results():
 
 def test_report_renders_every_section(tmp_path):
     pytest.importorskip("matplotlib")
-    from flop_fairseq.bench.cli import main
+    from benchmarks.wikitext2.__main__ import main
 
     results = tmp_path / "committed"
     results.mkdir()
-    (results / "results.json").write_text(json.dumps(users_results()))
+    (results / "results.json").write_text(json.dumps(fake_results()))
     out, png = tmp_path / "B.md", tmp_path / "docs" / "p.png"
     main(["--mode", "full", "--workdir", str(tmp_path / "nowhere"), "--report-only", "--results", str(results),
           "--out", str(out), "--plot", str(png)])
@@ -247,14 +245,23 @@ def test_report_renders_every_section(tmp_path):
     assert "253.9 (0.495)" in text  # the sweep table
 
 
-def test_report_only_refuses_the_previous_benchmarks_record(tmp_path):
-    from flop_fairseq.bench.cli import main
+def test_report_only_without_results_is_a_one_line_error(tmp_path):
+    from benchmarks.wikitext2.__main__ import main
 
-    results = tmp_path / "committed"
-    results.mkdir()
-    short = os.path.join(REPO, "benchmarks", "wikitext2", "short", "results.json")
-    (results / "results.json").write_text(open(short).read())
-    with pytest.raises(SystemExit, match="no results to report from: .* previous .short-regime. benchmark"):
-        main(["--mode", "full", "--workdir", str(tmp_path / "w"), "--report-only", "--results", str(results),
+    with pytest.raises(SystemExit, match="no results to report from"):
+        main(["--mode", "full", "--workdir", str(tmp_path), "--report-only", "--results", str(tmp_path / "none"),
               "--out", str(tmp_path / "B.md")])
     assert not (tmp_path / "B.md").exists()
+
+
+def test_report_only_renders_the_committed_record_unchanged(tmp_path):
+    """The committed record renders the committed BENCHMARKS.md (its full-scale section kept)."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.wikitext2.__main__ import main
+
+    out = tmp_path / "BENCHMARKS.md"
+    committed = open(os.path.join(REPO, "BENCHMARKS.md")).read()
+    out.write_text(committed)
+    main(["--mode", "full", "--workdir", str(tmp_path / "nowhere"), "--report-only", "--out", str(out),
+          "--plot", os.path.join(str(tmp_path), "docs", "bench_wikitext2.png")])
+    assert out.read_text() == committed

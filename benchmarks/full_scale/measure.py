@@ -1,34 +1,17 @@
-"""One measurement of the full-scale speed benchmark, each in its own process so that its
-peak memory is its own: a command run under ``os.wait4`` (wall time, peak resident memory)
-and, as a module entry point, the hub interface's sampling speed and the making of the
-random-weight checkpoints.
+"""The full-scale benchmark's measurements that are not a console script, each run as its own
+process (so its peak memory, which ``run_process`` reads, is its own): the hub interface's
+sampling speed, and the making of the random-weight checkpoints.
 
-    python -m flop_fairseq.bench.full_scale_measure generate DATA_BIN CKPT [--new-tokens 32]
-    python -m flop_fairseq.bench.full_scale_measure make-model OUT -- FAIRSEQ_TRAIN_ARGS...
-    python -m flop_fairseq.bench.full_scale_measure keep-fraction IN OUT --scope bands|whole --sparsity S
+    python -m benchmarks.full_scale.measure generate DATA_BIN CKPT [--new-tokens 32]
+    python -m benchmarks.full_scale.measure make-model OUT -- FAIRSEQ_TRAIN_ARGS...
+    python -m benchmarks.full_scale.measure keep-fraction IN OUT --scope bands|whole --sparsity S
 """
 
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-
-
-def run_measured(cmd, env=None) -> dict:
-    """Runs ``cmd`` to completion; returns ``{rc, output, wall_s, peak_rss_mib}`` where the peak is
-    the child's own maximum resident set (``os.wait4``), not this process's."""
-    with tempfile.TemporaryFile("w+") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        output = log.read()
-    return {"rc": proc.returncode, "output": output, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def generate(data: str, ckpt: str, new_tokens: int, prompt_tokens: int, task_args) -> dict:
@@ -69,7 +52,7 @@ def make_model(out: str, train_args) -> dict:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from omegaconf import OmegaConf
 
-    from ..tools.checkpoint import save_checkpoint_atomic
+    from flop_fairseq.tools.checkpoint import save_checkpoint_atomic
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, input_args=train_args)
@@ -92,8 +75,8 @@ def keep_fraction(in_path: str, out_path: str, scope: str, sparsity: float) -> d
     spread evenly (random weights, speed only)."""
     import torch
 
-    from ..core import count_params, gated_modules
-    from ..tools.checkpoint import load_flop_model, quiet_logging, save_checkpoint_atomic
+    from flop_fairseq.core import count_params, gated_modules
+    from flop_fairseq.tools.checkpoint import load_flop_model, quiet_logging, save_checkpoint_atomic
 
     quiet_logging()
     state, model = load_flop_model(in_path)

@@ -121,7 +121,7 @@ def speed_section(res: dict) -> list:
     base = ts["dense"]["wps_median"]
     L = ["## Speed\n", f"Training words/s (median over log intervals of a {cfg['speed_updates']}-update run, one "
          f"at a time, {run['threads']} thread):\n", "| training | wps | relative to dense |", "|---|---:|---:|"]
-    L += [f"| {labels[n]} | {t['wps_median']:,.0f} | {t['wps_median'] / base:.2f}x |" for n, t in ts.items()]
+    L += [f"| {labels[n]} | {ts[n]['wps_median']:,.0f} | {ts[n]['wps_median'] / base:.2f}x |" for n in labels if n in ts]
     L += _distill_cost(res["rows"])
     L += ["", f"In-process evaluation timings (`python -m benchmarks.speed`, {es['config']['tokens']:,} validation "
           f"tokens, median of {es['config']['repeats']}, {es['config']['threads']} thread, one process alone): "

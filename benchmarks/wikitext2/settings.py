@@ -10,6 +10,7 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from benchmarks import REPO
+from flop_fairseq.demo.small_model import small_model_flags
 
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "wikitext-2")
 WORKDIR = os.path.join(REPO, "bench_run")
@@ -27,12 +28,7 @@ MODES = {
                  speed_repeats=3, speed_shards=8),
 }
 
-MODEL_FLAGS = [
-    "--adaptive-input", "--adaptive-input-cutoff", "2000,10000", "--adaptive-softmax-cutoff", "2000,10000",
-    "--tie-adaptive-weights", "--tie-adaptive-proj", "--decoder-embed-dim", "128", "--decoder-input-dim", "128",
-    "--decoder-output-dim", "128", "--decoder-ffn-embed-dim", "512", "--decoder-layers", "2",
-    "--decoder-attention-heads", "4",
-]
+MODEL_FLAGS = small_model_flags("2000,10000")
 LR = 0.003
 TOKENS_PER_SAMPLE = 128
 MAX_TOKENS = 2048  # training batch
