@@ -1,42 +1,27 @@
-"""Evaluation speed, size and perplexity of a dense fairseq ``transformer_lm``, a gated FLOP
-checkpoint and its compact form, on the same split of a binarized corpus.
+"""Evaluation speed, size and perplexity of checkpoints (dense fairseq ``transformer_lm``,
+gated FLOP, compact FLOP) on the same split of a binarized corpus, in one process.
 
-    python -m benchmarks.speed DATA_BIN --dense DENSE.pt --gated FLOP.pt --compact COMPACT.pt
-        [--model LABEL=CKPT ...] [--subset valid] [--num-shards K] [--repeats 3] [--threads 1]
-        [--tokens-per-sample 128] [--max-tokens 4096] [--method inprocess|eval-lm|both] [--json]
+    python -m benchmarks.speed DATA_BIN --model LABEL=CKPT [--model ...] [--subset valid]
+        [--num-shards K] [--repeats 3] [--threads 1] [--tokens-per-sample 128] [--max-tokens 4096] [--json]
 
-For every checkpoint: parameter count (each shared tensor once), file size, perplexity,
-and tokens/s, the median of ``--repeats`` timed passes over the split (every
-``--num-shards``-th batch when K > 1, as ``fairseq-eval-lm --num-shards K --shard-id 0``).
-
-``--method inprocess`` (default) loads every model once with fairseq's
-``checkpoint_utils.load_model_ensemble_and_task`` into one process with
-``torch.set_num_threads(--threads)``, batches the split exactly as ``fairseq-eval-lm``
-does (``task.eval_lm_dataloader``, same ``--tokens-per-sample`` / ``--max-tokens``) and
-times, per model, passes taken in turn (model 1, model 2, ..., then the next repeat, so
-drifting load from other processes hits all models alike):
+Every model is loaded once with fairseq's ``checkpoint_utils.load_model_ensemble_and_task``
+into this process (``torch.set_num_threads(--threads)``); the split is batched exactly as
+``fairseq-eval-lm`` does (``task.eval_lm_dataloader``; every ``--num-shards``-th batch when
+K > 1) and each model's passes are taken in turn (model 1, model 2, ..., then the next
+repeat, so drifting load from other processes hits all models alike); tokens/s is the median
+of ``--repeats`` passes:
 
 - ``scorer``: ``fairseq.sequence_scorer.SequenceScorer.generate``, the call whose time
   ``fairseq-eval-lm`` reports as tokens/s. It builds full-vocabulary log-probabilities
-  for every token (the adaptive softmax's ``get_log_prob``), a ``tokens x |V|`` tensor
-  whose writing dominates small models and is not reduced by pruning the bands;
+  for every token, a ``tokens x |V|`` tensor whose writing dominates small models and is not
+  reduced by pruning the bands;
 - ``loss``: the model's forward pass plus fairseq's ``adaptive_loss`` criterion (what
   training and validation compute: each token scores only the head and its own tail
   cluster), where the smaller band matrices of a compact model do show up.
 
-``--method eval-lm`` runs ``fairseq-eval-lm`` itself as a subprocess per repeat
-(``OMP_NUM_THREADS=--threads``) and parses its ``Evaluated N tokens in Ts (X tokens/s)``
-line; ``both`` does both.
-
-A row for "a dense fairseq transformer_lm of the compact model's shape" is not offered: the
-compact bands have arbitrary ranks ``r_i`` per band (``|V_i| x r_i`` embedding, ``d x r_i``
-projection, plus an output projection for the tied head band), while fairseq's adaptive
-input fixes band ``i``'s dim to ``decoder_input_dim // factor**i`` and tied adaptive weights
-need ``decoder_input_dim == decoder_output_dim``. A compact FLOP model already *is* such a
-small dense model (plain low-rank bands, no gates); a randomly initialised one of the same
-ranks would time the same. The WikiText-2 benchmark trains such models from scratch as its
-"small" baseline. Parameters are the counter's ``stored_params`` (a gated model's full-rank
-factors and gates included).
+Parameters are the counter's ``stored_params`` (a gated model's full-rank factors and gates
+included). A compact FLOP model already *is* a small dense model of its ranks (fairseq's
+adaptive input cannot express arbitrary ranks per band), so no such row is offered.
 """
 
 import argparse
@@ -47,24 +32,20 @@ import statistics
 import time
 
 from benchmarks import REPO
-from flop_fairseq.tools.runner import run_process, tool
 
 
 def _labelled(args):
     out = []
-    for label, path in (("dense", args.dense), ("gated", args.gated), ("compact", args.compact)):
-        if path:
-            out.append((label, path))
     for spec in args.model or []:
         if "=" not in spec:
             raise SystemExit(f"--model takes LABEL=CHECKPOINT, got {spec!r}")
         label, path = spec.split("=", 1)
         out.append((label, path))
     if not out:
-        raise SystemExit("benchmark_speed: give at least one of --dense/--gated/--compact/--model")
+        raise SystemExit("speed: give at least one --model LABEL=CHECKPOINT")
     for label, path in out:
         if not os.path.isfile(path):
-            raise SystemExit(f"benchmark_speed: {label}: no such checkpoint {path}")
+            raise SystemExit(f"speed: {label}: no such checkpoint {path}")
     return out
 
 
@@ -169,69 +150,32 @@ def run_inprocess(ckpts, args) -> dict:
     return {"tokens": ntokens, "batches": len(batches), "models": results}
 
 
-def run_eval_lm(ckpts, args) -> dict:
-    from flop_fairseq.tools.fairseq_log import parse_eval_lm
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    out = {}
-    for _ in range(args.repeats):
-        for label, path in ckpts:
-            cmd = [tool("fairseq-eval-lm"), args.data, "--user-dir", args.user_dir, "--path", path,
-                   "--tokens-per-sample", str(args.tokens_per_sample), "--max-tokens", str(args.max_tokens),
-                   "--cpu", "--gen-subset", args.subset]
-            if args.num_shards > 1:
-                cmd += ["--num-shards", str(args.num_shards), "--shard-id", "0"]
-            proc = run_process(cmd, env=env)
-            parsed = parse_eval_lm(proc["output"]) if proc["rc"] == 0 else None
-            if parsed is None:
-                raise SystemExit(f"benchmark_speed: fairseq-eval-lm failed on {path}:\n{proc['output'][-3000:]}")
-            r = out.setdefault(label, {"eval_lm_tokens_per_s_runs": []})
-            r["eval_lm_tokens_per_s_runs"].append(parsed["tokens_per_s"])
-            r["eval_lm_tokens"] = parsed["tokens"]
-            r["eval_lm_ppl"] = parsed["ppl"]
-    for r in out.values():
-        r["eval_lm_tokens_per_s"] = statistics.median(r["eval_lm_tokens_per_s_runs"])
-    return out
-
-
 def format_table(res: dict) -> str:
     models = res["models"]
-    cols = [("model", lambda r: r["label"], "<"), ("kind", lambda r: r.get("kind", ""), "<"),
-            ("params", lambda r: f"{r['params']:,}" if "params" in r else "", ">"),
-            ("file MiB", lambda r: f"{r['file_mib']:.2f}", ">")]
-    if "ppl" in models[0]:
-        cols += [("ppl", lambda r: f"{r['ppl']:.2f}", ">"),
-                 ("scorer tok/s", lambda r: f"{r['scorer_tokens_per_s']:,.0f}", ">"),
-                 ("loss tok/s", lambda r: f"{r['loss_tokens_per_s']:,.0f}", ">"),
-                 ("loss speed-up", lambda r: f"{r['loss_tokens_per_s'] / models[0]['loss_tokens_per_s']:.2f}x", ">")]
-    if "eval_lm_tokens_per_s" in models[0]:
-        cols += [("eval-lm ppl", lambda r: f"{r['eval_lm_ppl']:.2f}", ">"),
-                 ("eval-lm tok/s", lambda r: f"{r['eval_lm_tokens_per_s']:,.0f}", ">")]
+    cols = [("model", lambda r: r["label"], "<"), ("kind", lambda r: r["kind"], "<"),
+            ("params", lambda r: f"{r['params']:,}", ">"), ("file MiB", lambda r: f"{r['file_mib']:.2f}", ">"),
+            ("ppl", lambda r: f"{r['ppl']:.2f}", ">"), ("scorer tok/s", lambda r: f"{r['scorer_tokens_per_s']:,.0f}", ">"),
+            ("loss tok/s", lambda r: f"{r['loss_tokens_per_s']:,.0f}", ">"),
+            ("loss speed-up", lambda r: f"{r['loss_tokens_per_s'] / models[0]['loss_tokens_per_s']:.2f}x", ">")]
     cells = [[c[1](r) for c in cols] for r in models]
     widths = [max(len(c[0]), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     fmt = lambda vals: "  ".join(f"{v:{c[2]}{w}}" for v, c, w in zip(vals, cols, widths))  # noqa: E731
-    lines = [fmt([c[0] for c in cols])] + [fmt(row) for row in cells]
     cfg = res["config"]
-    lines.append(f"{cfg['subset']} split, {cfg.get('tokens', '?'):,} tokens (1/{cfg['num_shards']} of the "
-                 f"batches), median of {cfg['repeats']} passes, {cfg['threads']} thread(s); speed-up relative to "
-                 f"the first model")
-    return "\n".join(lines)
+    return "\n".join([fmt([c[0] for c in cols])] + [fmt(row) for row in cells] + [
+        f"{cfg['subset']} split, {cfg['tokens']:,} tokens (1/{cfg['num_shards']} of the batches), median of "
+        f"{cfg['repeats']} passes, {cfg['threads']} thread(s); speed-up relative to the first model"])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="fairseq data-bin directory (dict.txt, SPLIT.bin/.idx)")
-    parser.add_argument("--dense", help="dense fairseq transformer_lm checkpoint")
-    parser.add_argument("--gated", help="gated FLOP checkpoint (fairseq-train --criterion flop_adaptive_loss)")
-    parser.add_argument("--compact", help="compact FLOP checkpoint (flop-compact)")
-    parser.add_argument("--model", action="append", metavar="LABEL=CKPT", help="more checkpoints (repeatable)")
+    parser.add_argument("--model", action="append", metavar="LABEL=CKPT", help="a checkpoint (repeatable)")
     parser.add_argument("--subset", default="valid")
     parser.add_argument("--num-shards", type=int, default=1, help="time every K-th batch only (default 1: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens-per-sample", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("--method", choices=("inprocess", "eval-lm", "both"), default="inprocess")
     parser.add_argument("--user-dir", default=os.path.join(REPO, "user_dir"),
                         help="fairseq --user-dir for FLOP checkpoints (default: this checkout's user_dir)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -239,38 +183,15 @@ def main(argv=None):
     if args.repeats < 1 or args.threads < 1 or args.num_shards < 1:
         parser.error("--repeats, --threads and --num-shards must be >= 1")
     ckpts = _labelled(args)
+    from flop_fairseq.tools.checkpoint import quiet_logging
 
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
+    ip = run_inprocess(ckpts, args)
     res = {"config": {"data": os.path.abspath(args.data), "subset": args.subset, "num_shards": args.num_shards,
                       "repeats": args.repeats, "threads": args.threads, "tokens_per_sample": args.tokens_per_sample,
-                      "max_tokens": args.max_tokens, "method": args.method}}
-    if args.method in ("inprocess", "both"):
-        ip = run_inprocess(ckpts, args)
-        res["config"]["tokens"] = ip["tokens"]
-        res["models"] = ip["models"]
-    else:
-        from flop_fairseq.core import count_params
-        from flop_fairseq.tools.checkpoint import CheckpointError, load_any_model
-
-        res["models"] = []
-        for label, path in ckpts:
-            try:
-                _, model, dense = load_any_model(path)
-            except CheckpointError as e:
-                raise SystemExit(f"benchmark_speed: {label}: {e}")
-            res["models"].append({"label": label, "path": path, "kind": _kind(model),
-                                  "params": count_params(model, dense).stored_params,
-                                  "file_mib": os.path.getsize(path) / 2**20})
-    if args.method in ("eval-lm", "both"):
-        el = run_eval_lm(ckpts, args)
-        for r in res["models"]:
-            r.update(el[r["label"]])
-        res["config"].setdefault("tokens", res["models"][0]["eval_lm_tokens"])
+                      "max_tokens": args.max_tokens, "method": "inprocess", "tokens": ip["tokens"]},
+           "models": ip["models"]}
     print(json.dumps(res, indent=2) if args.json else format_table(res))
-
 
 
 if __name__ == "__main__":

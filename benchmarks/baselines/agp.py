@@ -107,8 +107,7 @@ def finalize(in_path: str, out_path: str, sparsity: float, layers: bool = False)
 
 def main(argv=None) -> None:
     """``finalize IN OUT --sparsity S [--layers] [--json]``."""
-    from flop_fairseq.core import check_target_sparsity
-    from flop_fairseq.tools.checkpoint import CheckpointError, quiet_logging
+    from . import run_tool
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.agp")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -118,16 +117,7 @@ def main(argv=None) -> None:
     f.add_argument("--sparsity", type=float, required=True)
     f.add_argument("--layers", action="store_true", help="the layer matrices too (--agp-layers)")
     f.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        check_target_sparsity(args.sparsity, "--sparsity")
-    except ValueError as e:
-        parser.error(str(e))
-    quiet_logging()
-    try:
-        result = finalize(args.input, args.output, args.sparsity, args.layers)
-    except CheckpointError as e:
-        raise SystemExit(f"agp finalize: {e}")
+    args, result = run_tool(parser, argv, lambda a: finalize(a.input, a.output, a.sparsity, a.layers))
     print(json.dumps(result, indent=2) if args.json else
           f"agp finalize: {result['nonzero_prunable_params']:,} of {result['prunable_params']:,} weights of the "
           f"pruned matrices non-zero (sparsity {result['sparsity']:.4f}); "

@@ -181,8 +181,7 @@ def _fresh_matrix(m) -> None:
 def main(argv=None) -> None:
     """``truncate`` or ``scratch-init``; the allocation as JSON on stdout, a bad checkpoint or
     sparsity in one line."""
-    from flop_fairseq.core import check_target_sparsity
-    from flop_fairseq.tools.checkpoint import CheckpointError, quiet_logging
+    from . import run_tool
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.svd")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -196,17 +195,8 @@ def main(argv=None) -> None:
     s.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train's arguments")
     for q in (t, s):
         q.add_argument("--sparsity", type=float, required=True, help="keep (1 - s) of the prunable parameters")
-    a = p.parse_args(argv)
-    try:
-        check_target_sparsity(a.sparsity, "--sparsity")
-    except ValueError as e:
-        p.error(str(e))
-    quiet_logging()
-    try:
-        alloc = (svd_truncate(a.input, a.output, a.sparsity) if a.cmd == "truncate" else
-                 scratch_init(a.data, a.sparsity, a.seed, a.output, [x for x in a.fairseq_args if x != "--"]))
-    except CheckpointError as e:
-        raise SystemExit(f"svd {a.cmd}: {e}")
+    _, alloc = run_tool(p, argv, lambda a: svd_truncate(a.input, a.output, a.sparsity) if a.cmd == "truncate" else
+                        scratch_init(a.data, a.sparsity, a.seed, a.output, [x for x in a.fairseq_args if x != "--"]))
     print(json.dumps(alloc, indent=2))
 
 
