@@ -117,6 +117,28 @@ def test_whole_model_budgets_prune_the_layers(tmp_path):
     assert "flopplain_a50" not in models
 
 
+def test_a_method_is_one_entry_of_the_table(tmp_path, monkeypatch):
+    """A FLOP variant (extra fairseq-train flags) and an SVD variant (its own flop-convert flags
+    and truncation) added to METHODS get their own steps, models and labels."""
+    from benchmarks.wikitext2.settings import METHODS, Method
+
+    monkeypatch.setitem(METHODS, "flop-frozen", Method("FLOP, frozen mask", "flop", ("#000000", "x", "-"),
+                                                       budgets=("b70",), flags=("--freeze-mask-update", "400")))
+    monkeypatch.setitem(METHODS, "wsvd+ft", Method("whitened SVD + fine-tuning", "svd_ft", budgets=("a50",),
+                                                   convert=("--calibration", "{bin}"), truncate=("--rule", "x")))
+    r, cfg, models = graph(tmp_path)
+    prune = train_cmds(r, models["flopfrozen_b70"])[0]
+    assert prune[-4:-2] == ["--finetune-from-model", r.steps["convert_bands"].cmds[0].argv[2]]
+    assert "--freeze-mask-update" in prune and "--freeze-mask-update" not in train_cmds(r, models["flop_b70"])[0]
+    assert models["flopfrozen_b70"]["ckpt"].endswith("flopfrozen_b70/compact_exact.pt")
+    convert = r.steps["convert_all_wsvdft"].cmds[0].argv
+    assert convert[-3:] == ["--flop-decoder-layers", "--calibration", str(tmp_path / "data" / "bin")]
+    truncate = r.steps["svd_a50_wsvdft"].cmds[0].argv
+    assert truncate[-2:] == ["--rule", "x"] and truncate[4].endswith("convert_all_wsvdft/flop_init.pt")
+    assert models["wsvdft_a50"]["alloc_step"] == "svd_a50_wsvdft" and "svd_a50" in r.steps  # the plain one stays
+    assert {"flopfrozen_b70_valid", "wsvdft_a50_test"} <= {n[len("eval_"):] for n in r.steps if n.startswith("eval_")}
+
+
 def test_full_mode_fits_the_time_budget(tmp_path):
     """estimate.py's cost model: the full graph within ~2.5 h of wall-clock on 2 quiet cores."""
     r, cfg, _ = graph(tmp_path)

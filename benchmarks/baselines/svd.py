@@ -29,9 +29,9 @@ def budget_ranks(bands: Sequence, sparsity: float) -> List[int]:
     budget, the analogue of scaling every band dim by one factor; ``cost_i`` is the band's
     parameters per component); then the head band's rank is lowered or raised by whole
     components so the total is as large as fits. ``bands`` need ``dense_params()``,
-    ``params_per_component()`` and ``rank`` (the full rank). (A global greedy choice by
-    ``sigma^2 / cost`` was tried first and dropped: the band maps' singular values are not on
-    a common scale, and at the 10% budget it gave the most frequent words rank 0.)
+    ``params_per_component()`` and ``rank`` (the full rank). (Not a global greedy choice by
+    ``sigma^2 / cost``: the band maps' singular values are not on a common scale, and at the
+    10% budget that choice gives the most frequent words rank 0.)
     """
     dense = [b.dense_params() for b in bands]
     costs = [b.params_per_component() for b in bands]

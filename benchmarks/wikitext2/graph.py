@@ -159,7 +159,7 @@ class Graph:
     def _flop_run(self, name: str, m: Method, b: Budget) -> str:
         """FLOP over all F updates (target reached at 0.8 F), and the gated model compacted to the
         exact budget and as trained: the step (shared by ``flop`` and ``flop-plain``)."""
-        st = ("flopall" if not m.flags else slug(name)) + f"_{b.key}" + ("kd" if m.distill else "")
+        st = ("flopall" if not m.flags else slug(name.replace("+kd", ""))) + f"_{b.key}" + ("kd" if m.distill else "")
         if st in self.r.steps:
             return st
         fs = dict(flop_settings(self.F), warmup=self.ph["warmup_all"])
@@ -192,7 +192,8 @@ class Graph:
         F - P updates."""
         ph = phases(self.F, m.split)
         fs, kinds = flop_settings(ph["prune"]), _kinds(b)
-        suffix = ("kd" if m.distill else "") + ("" if m.split == PRUNE_FRACTION else f"_p{tag(m.split)}")
+        suffix = ("kd" if m.distill else "") + ("" if m.split == PRUNE_FRACTION else f"_p{tag(m.split)}") + (
+            f"_{slug(name.replace('+kd', ''))}" if m.flags else "")
         st = f"flopprune_{b.key}" + suffix
         ckpt = self.p(st, "ckpt/checkpoint_last.pt")
         init = self.init(b, name)
@@ -215,11 +216,12 @@ class Graph:
 
     def svd_ft(self, name: str, m: Method, b: Budget) -> None:
         init = self.init(b, name)
-        st = f"svd_{b.key}" + (f"_{slug(name)}" if m.convert else "")
+        own = m.convert or m.truncate  # a truncation of its own, else shared with the other SVD methods
+        st = f"svd_{b.key}" + (f"_{slug(name.replace('+kd', ''))}" if own else "")
         if st not in self.r.steps:  # shared by the runs with and without distillation
             self.r.add(Step(st, [
                 Cmd([PY, "-m", "benchmarks.baselines.svd", "truncate", init, self.p(st, "svd_gated.pt"),
-                     "--sparsity", str(b.sparsity)], stdout="alloc.json"),
+                     "--sparsity", str(b.sparsity)] + list(m.truncate), stdout="alloc.json"),
                 Cmd([tool("flop-compact"), self.p(st, "svd_gated.pt"), self.p(st, "svd_compact.pt")]),
             ], outputs=["svd_compact.pt", "alloc.json"], deps=[os.path.basename(os.path.dirname(init))],
                 files=SVD_FILES, est_s=2 * estimate.TOOL_S))

@@ -99,8 +99,9 @@ class Method(NamedTuple):
     the exact budget; ``flop_plain``: the same run compacted as trained; ``flop_split``: FLOP
     over ``split`` F, then fine-tuning; ``svd_ft``: SVD truncation + F updates of fine-tuning;
     ``agp``; ``small``: the SVD allocation from scratch, D + F updates). ``convert``: extra
-    ``flop-convert`` flags of its starting model; ``flags``: extra ``fairseq-train`` flags of its
-    pruning run; ``distill``: distilled from the dense model; ``budgets``: the budget keys it
+    ``flop-convert`` flags of its starting model (``{bin}``: the binarized corpus, e.g. for a
+    calibration set); ``truncate``: extra flags of ``benchmarks.baselines.svd truncate`` (an
+    allocation rule); ``flags``: extra ``fairseq-train`` flags of its training; ``distill``: distilled from the dense model; ``budgets``: the budget keys it
     runs at (None: all); ``style``: the plot's (colour, marker, line), None: not plotted."""
     label: str
     build: str
@@ -109,6 +110,7 @@ class Method(NamedTuple):
     split: Optional[float] = None
     budgets: Optional[Tuple[str, ...]] = None
     convert: Tuple[str, ...] = ()
+    truncate: Tuple[str, ...] = ()
     flags: Tuple[str, ...] = ()
 
     def runs_at(self, b: Budget) -> bool:
