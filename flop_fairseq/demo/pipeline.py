@@ -18,6 +18,7 @@ import shutil
 import statistics
 import time
 
+from ..core.target import check_target_sparsity
 from ..plugin import user_dir_path
 from ..tools.fairseq_log import log_fields, parse_eval_lm
 from ..tools.report import draw_kept_ranks, save_figure
@@ -132,8 +133,10 @@ def parse_args(argv):
     if args.data and not os.path.isfile(os.path.join(args.data, "dict.txt")):
         p.error(f"--data {args.data}: not a fairseq-preprocessed directory (no dict.txt); "
                 "binarize your text with fairseq-preprocess --only-source first")
-    if not 0.0 < args.target < 1.0:
-        p.error("--target must be in (0, 1)")
+    try:
+        check_target_sparsity(args.target, "--target")
+    except ValueError as e:
+        p.error(str(e))
     for flag in ("dense_updates", "prune_updates", "eval_repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
