@@ -41,7 +41,7 @@ __all__ = [
     "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "target_params_for",
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
-    "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "check_target_sparsity", "compact_model",
-    "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
+    "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
+    "check_target_sparsity", "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
     "match_structure", "sparsity_stats",
 ]

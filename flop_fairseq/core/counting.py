@@ -22,7 +22,10 @@ which needs no :class:`PrunableModel` and copies nothing):
 ``band_params`` / ``remaining_band_params``
     the same two counts restricted to the adaptive bands;
 ``nonzero_prunable_params``
-    the non-zero entries of the prunable tensors as stored.
+    the non-zero entries of the prunable tensors as stored;
+``layer_matrix_params`` / ``remaining_layer_matrix_params`` / ``nonzero_layer_matrix_params``
+    the attention/FFN matrices passed as ``layer_matrices`` (any model's, pruned or not):
+    dense count, compact count, non-zero weights as stored (0 when none are passed).
 """
 
 from dataclasses import dataclass, field
