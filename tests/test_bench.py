@@ -98,7 +98,7 @@ def test_magnitude_mask_keeps_pruned_entries_pruned():
 # --------------------------------------------------------------------------- runner cache key
 
 def graph(root, code_hash="c0", dense_lr="0.003", extra_file=None):
-    r = Runner(str(root), jobs=1, threads=1, cwd="/")
+    r = Runner(str(root), jobs=1, threads=1, repo="/")
     r.code_hash = code_hash
     r.add(Step("dense", [Cmd(["train", "--lr", dense_lr])], outputs=[], code=False))
     r.add(Step("convert", [Cmd(["convert", "dense.pt", "flop.pt"])], outputs=[], deps=["dense"]))
@@ -144,9 +144,9 @@ def test_done_needs_the_same_key(tmp_path):
 
 def test_runner_runs_steps_in_order_and_caches_them(tmp_path):
     def runner():
-        r = Runner(str(tmp_path / "run"), jobs=2, threads=1, cwd=str(tmp_path))
+        r = Runner(str(tmp_path / "run"), jobs=2, threads=1, repo=str(tmp_path))
         r.add(Step("a", [Cmd(["sh", "-c", "echo one"], stdout="a.txt")], outputs=["a.txt"], code=False))
-        r.add(Step("b", [Cmd(["sh", "-c", "cat run/a/a.txt; echo two"], stdout="b.txt")], outputs=["b.txt"],
+        r.add(Step("b", [Cmd(["sh", "-c", "cat ../a/a.txt; echo two"], stdout="b.txt")], outputs=["b.txt"],
                    deps=["a"], code=False))
         return r
     r = runner()
@@ -156,7 +156,7 @@ def test_runner_runs_steps_in_order_and_caches_them(tmp_path):
     r = runner()
     r.run()
     assert (tmp_path / "run" / "a" / "a.txt").read_text() == "cached\n"
-    bad = Runner(str(tmp_path / "bad"), jobs=1, threads=1, cwd=str(tmp_path))
+    bad = Runner(str(tmp_path / "bad"), jobs=1, threads=1, repo=str(tmp_path))
     bad.add(Step("fails", [Cmd(["sh", "-c", "echo oops >&2; exit 3"])], outputs=[], code=False))
     with pytest.raises(SystemExit, match="step fails failed .exit status 3."):
         bad.run()

@@ -23,7 +23,7 @@ HEADLINE = ("flop", "svd+ft", "agp", "small")
 
 def graph(tmp_path, mode="full"):
     _, cfg = settings.mode_config(mode)
-    r = Runner(str(tmp_path / mode), jobs=2, threads=1, cwd=REPO)
+    r = Runner(str(tmp_path / mode), jobs=2, threads=1, repo=REPO)
     r.code_dir, r.code_hash = str(tmp_path / "code"), "c0"
     return r, cfg, build_steps(r, "/data/wt2", cfg, str(tmp_path / "data"))
 

@@ -13,6 +13,7 @@ their SVDs) keeps ``matrix_ranks`` components per matrix as well. (AGP, the unst
 baseline, is :mod:`.agp`.)
 """
 
+import argparse
 import json
 from typing import List, Sequence
 

@@ -143,7 +143,7 @@ def main(argv=None) -> None:
     out = os.path.abspath(args.out or out)
     png = os.path.abspath(args.plot or os.path.join(os.path.dirname(out), "docs", "bench_wikitext2.png"))
     data_root = os.path.join(workdir, "data")  # the binarized corpus, shared by the modes
-    runner = Runner(os.path.join(workdir, mode_name), args.jobs, args.threads, cwd=REPO)
+    runner = Runner(os.path.join(workdir, mode_name), args.jobs, args.threads, repo=REPO)
     if args.report_only:  # nothing runs: the children's code snapshot is not refreshed
         runner.code_dir = os.path.join(runner.root, "code")
         if os.path.exists(os.path.join(runner.root, "code_hash.txt")):

@@ -29,6 +29,7 @@ import os
 import sys
 from typing import Dict
 
+from benchmarks import REPO
 from flop_fairseq.tools.runner import Cmd, Runner, Step, tool
 
 from . import estimate
@@ -135,7 +136,7 @@ class Graph:
 
     def build(self) -> Dict[str, dict]:
         r, D, F = self.r, self.D, self.F
-        r.add(Step("preprocess", [Cmd(["bash", "scripts/preprocess-lm-data.sh", self.data, self.bin])], outputs=[],
+        r.add(Step("preprocess", [Cmd(["bash", os.path.join(REPO, "scripts", "preprocess-lm-data.sh"), self.data, self.bin])], outputs=[],
                    code=False, est_s=30))
         dense_model = ["--arch", "transformer_lm"] + MODEL_FLAGS + ["--criterion", "adaptive_loss"]
         vi = self.cfg["valid_interval"]

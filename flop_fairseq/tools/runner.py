@@ -113,12 +113,13 @@ def tree_hash(root: str, skip: Sequence[str] = ()) -> str:
 
 
 class Runner:
-    """The steps of one graph under ``root``; commands run in ``cwd`` (whose ``files`` and
-    snapshot folders are relative to it) with ``threads`` torch threads each."""
+    """The steps of one graph under ``root``, each command run in its step's directory (so that
+    ``python -m`` finds the code snapshot on ``PYTHONPATH``, not the working tree) with
+    ``threads`` torch threads; ``Step.files`` and the snapshot's folders are relative to ``repo``."""
 
-    def __init__(self, root: str, jobs: int, threads: int, cwd: str = "."):
+    def __init__(self, root: str, jobs: int, threads: int, repo: str = "."):
         self.root = root
-        self.cwd = os.path.abspath(cwd)
+        self.repo = os.path.abspath(repo)
         self.jobs = max(1, jobs)
         self.threads = threads
         self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -145,13 +146,13 @@ class Runner:
                 raise ValueError(f"{step.name}: unknown dependency {d}")
         step.key = step_key(step.cmds, [self.steps[d].key for d in step.deps],
                             self.code_hash if step.code else None,
-                            [file_hash(os.path.join(self.cwd, f)) for f in step.files])
+                            [file_hash(os.path.join(self.repo, f)) for f in step.files])
         self.steps[step.name] = step
         self.order.append(step.name)
         return step
 
     def snapshot_code(self, dirs: Sequence[str], unhashed: Sequence[str] = ()) -> None:
-        """Copies ``dirs`` (of ``cwd``) into ROOT/code and puts it first on every child's
+        """Copies ``dirs`` (of ``repo``) into ROOT/code and puts it first on every child's
         PYTHONPATH, so that edits to the working tree during a run do not reach later steps;
         the snapshot's hash (leaving out ``unhashed`` folders, whose files the steps name) is
         part of the key of every step that runs its code, so changed code reruns those steps."""
@@ -162,7 +163,7 @@ class Runner:
         os.makedirs(tmp)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.json", "*.jsonl", "*.tsv", "*.md")
         for name in dirs:
-            shutil.copytree(os.path.join(self.cwd, name), os.path.join(tmp, name), ignore=ignore)
+            shutil.copytree(os.path.join(self.repo, name), os.path.join(tmp, name), ignore=ignore)
         code_hash = tree_hash(tmp, unhashed)
         if os.path.exists(code):
             shutil.rmtree(code)
@@ -212,7 +213,7 @@ class Runner:
                 log.flush()
                 out = open(os.path.join(d, cmd.stdout), "w") if cmd.stdout else None
                 try:
-                    rc = run_process(cmd.argv, log=log, env=self.env, cwd=self.cwd, stdout=out,
+                    rc = run_process(cmd.argv, log=log, env=self.env, cwd=d, stdout=out,
                                      started=lambda p: job.update(proc=p))["rc"]
                 finally:
                     if out is not None:
