@@ -141,7 +141,7 @@ def matrix_row(m: nn.Module) -> Dict:
     plain ``nn.Linear`` (a dense model's, or one compacted at or above the break-even rank)."""
     dense = m.in_features * m.out_features
     if isinstance(m, GatedLowRankLinear):
-        rank, kept, after = m.rank, m.kept_rank(), int(m.remaining_prunable_params())
+        rank, kept, after = m.rank, m.kept_rank(), m.remaining_prunable_params()
         nonzero = after
     elif isinstance(m, LowRankLinear):
         rank, kept = min(m.in_features, m.out_features), m.rank
