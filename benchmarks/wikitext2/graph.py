@@ -177,16 +177,16 @@ class Graph:
                         est_s=estimate.train_s(self.F, _kinds(b)["gated"], m.distill) + 4 * estimate.TOOL_S))
         return st
 
-    def flop(self, name: str, m: Method, b: Budget, form: str = "exact") -> None:
-        st = self._flop_run(name, m, b)
-        self.add_model(model_name(name, b), self.p(st, f"compact_{form}.pt"), name, b, st, [st],
-                       report_step=st, report_file=f"{form}.json")
+    def flop(self, name: str, m: Method, b: Budget) -> None:
+        self._compacted(name, b, self._flop_run(name, m, b), "exact")
 
     def flop_plain(self, name: str, m: Method, b: Budget) -> None:
         """The ``flop`` method's run compacted as trained (the ablation)."""
-        st = self._flop_run("flop", METHODS["flop"], b)
-        self.add_model(model_name(name, b), self.p(st, "compact_plain.pt"), name, b, st, [st],
-                       report_step=st, report_file="plain.json")
+        self._compacted(name, b, self._flop_run("flop", METHODS["flop"], b), "plain")
+
+    def _compacted(self, name: str, b: Budget, st: str, form: str) -> None:
+        self.add_model(model_name(name, b), self.p(st, f"compact_{form}.pt"), name, b, st, [st],
+                       report_step=st, report_file=f"{form}.json")
 
     def flop_split(self, name: str, m: Method, b: Budget) -> None:
         """Prune P = ``m.split`` F updates, compact to the exact budget, fine-tune the compact model
