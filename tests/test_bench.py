@@ -151,6 +151,7 @@ def test_runner_runs_steps_in_order_and_caches_them(tmp_path):
         return r
     r = runner()
     r.run()
+    # each step runs in its own directory (python -m then finds the code snapshot first)
     assert (tmp_path / "run" / "b" / "b.txt").read_text() == "one\ntwo\n"
     (tmp_path / "run" / "a" / "a.txt").write_text("cached\n")  # a rerun skips both finished steps
     r = runner()
