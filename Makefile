@@ -14,10 +14,10 @@ demo: setup
 	$(PY) -m flop_fairseq.demo $(if $(DATA),--data $(DATA),) $(DEMO_FLAGS)
 
 bench: setup
-	$(PY) scripts/benchmark_wikitext2.py --mode quick
+	$(PY) -m benchmarks.wikitext2 --mode quick $(BENCH_FLAGS)
 
 bench-full: setup
-	$(PY) scripts/benchmark_wikitext2.py --mode full
+	$(PY) -m benchmarks.wikitext2 --mode full $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,9 +7,11 @@ Layout, from the bottom up:
 - ``flop_fairseq.models`` and ``flop_fairseq.criterions``: what ``--user-dir`` registers
   with fairseq (``flop_fairseq.user_dir`` is that directory; ``flop-user-dir`` prints it).
 - ``flop_fairseq.tools``: fairseq-aware work shared by the CLIs, the demo and the
-  benchmarks (checkpoints, conversion, compaction, the report, fairseq's log lines).
+  benchmarks (checkpoints, conversion, compaction, the report, fairseq's log lines, the
+  process runner).
 - ``flop_fairseq.cli``: the console scripts (argument parsing and printing only).
-- ``flop_fairseq.demo`` and ``flop_fairseq.bench``: ``make demo`` and the benchmarks.
+- ``flop_fairseq.demo``: ``make demo``. The benchmarks sit beside the package, in the
+  checkout's ``benchmarks/`` (not installed).
 """
 
 __version__ = "0.2.0"

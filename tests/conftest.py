@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from flop_fairseq.demo.small_model import small_model_flags
 from flop_fairseq.tools.fairseq_log import parse_eval_lm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,13 +17,7 @@ USER_DIR = os.path.join(REPO, "user_dir")
 
 # d = 128 and factor 2 give band ranks 128/64/32, so one rank component is under 1%
 # of the prunable parameters and a 1-point sparsity tolerance is meaningful.
-MODEL_ARGS = [
-    "--adaptive-input", "--adaptive-input-cutoff", "500,1500", "--adaptive-softmax-cutoff", "500,1500",
-    "--adaptive-input-factor", "2", "--adaptive-softmax-factor", "2",
-    "--tie-adaptive-weights", "--tie-adaptive-proj",
-    "--decoder-embed-dim", "128", "--decoder-input-dim", "128", "--decoder-output-dim", "128",
-    "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2", "--decoder-attention-heads", "4",
-]
+MODEL_ARGS = small_model_flags("500,1500", ffn=256, factor=2)
 TRAIN_ARGS = [
     "--task", "language_modeling", "--ddp-backend", "legacy_ddp", "--optimizer", "adam",
     "--tokens-per-sample", "64", "--max-tokens", "512", "--no-epoch-checkpoints", "--log-format", "simple",

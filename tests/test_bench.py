@@ -1,17 +1,15 @@
-"""Tests of the WikiText-2 benchmark's parts that need no training: the baselines' rank budgets,
-AGP's schedule and mask, the step runner's cache key, the sweep table and the report."""
+"""Tests of the benchmarks' parts that need no training: the baselines' rank budgets, AGP's
+schedule and mask, the step runner's cache key, the frozen sweep table, the layer timing."""
 
-import json
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from flop_fairseq.bench import sweep
-from flop_fairseq.bench.agp import agp_sparsity, magnitude_mask
-from flop_fairseq.bench.baselines import budget_ranks
-from flop_fairseq.bench.runner import Cmd, Runner, Step, step_key
+from benchmarks.baselines.agp import agp_sparsity, magnitude_mask
+from benchmarks.baselines.svd import budget_ranks
+from benchmarks.wikitext2 import short_regime
+from flop_fairseq.tools.runner import Cmd, Runner, Step, run_process, step_key
 from flop_fairseq.core import GatedLowRankBand
 
 
@@ -100,7 +98,7 @@ def test_magnitude_mask_keeps_pruned_entries_pruned():
 # --------------------------------------------------------------------------- runner cache key
 
 def graph(root, code_hash="c0", dense_lr="0.003", extra_file=None):
-    r = Runner(str(root), jobs=1, threads=1)
+    r = Runner(str(root), jobs=1, threads=1, repo="/")
     r.code_hash = code_hash
     r.add(Step("dense", [Cmd(["train", "--lr", dense_lr])], outputs=[], code=False))
     r.add(Step("convert", [Cmd(["convert", "dense.pt", "flop.pt"])], outputs=[], deps=["dense"]))
@@ -144,107 +142,56 @@ def test_done_needs_the_same_key(tmp_path):
     assert not r.done(step)
 
 
-# --------------------------------------------------------------------------- sweep and report
+def test_runner_runs_steps_in_order_and_caches_them(tmp_path):
+    def runner():
+        r = Runner(str(tmp_path / "run"), jobs=2, threads=1, repo=str(tmp_path))
+        r.add(Step("a", [Cmd(["sh", "-c", "echo one"], stdout="a.txt")], outputs=["a.txt"], code=False))
+        r.add(Step("b", [Cmd(["sh", "-c", "cat ../a/a.txt; echo two"], stdout="b.txt")], outputs=["b.txt"],
+                   deps=["a"], code=False))
+        return r
+    r = runner()
+    r.run()
+    # each step runs in its own directory (python -m then finds the code snapshot first)
+    assert (tmp_path / "run" / "b" / "b.txt").read_text() == "one\ntwo\n"
+    (tmp_path / "run" / "a" / "a.txt").write_text("cached\n")  # a rerun skips both finished steps
+    r = runner()
+    r.run()
+    assert (tmp_path / "run" / "a" / "a.txt").read_text() == "cached\n"
+    bad = Runner(str(tmp_path / "bad"), jobs=1, threads=1, repo=str(tmp_path))
+    bad.add(Step("fails", [Cmd(["sh", "-c", "echo oops >&2; exit 3"])], outputs=[], code=False))
+    with pytest.raises(SystemExit, match="step fails failed .exit status 3."):
+        bad.run()
+
+
+def test_run_process_reports_the_childs_own_peak_and_shown_lines(tmp_path, capsys):
+    res = run_process(["python", "-c", "x = bytearray(300 * 2**20); print('ok'); print('skip')"],
+                      show=lambda line: line.strip() if line.startswith("ok") else None)
+    assert res["rc"] == 0 and res["output"] == "ok\nskip\n"
+    assert 300 <= res["peak_rss_mib"] < 400
+    assert capsys.readouterr().out == "   ok\n"
+
 
 def test_sweep_table_from_the_committed_tsv():
-    rows = sweep.read_sweep()
-    table = sweep.flop_settings_table(rows)
+    rows = short_regime.read_sweep()
+    table = short_regime.flop_settings_table(rows)
     assert table[0] == "| setting | valid ppl 50% (sparsity) | valid ppl 30% (sparsity) | valid ppl 10% (sparsity) |"
     assert "| **ll 10, gl 50, W 200, l2 500 (chosen)** | 253.9 (0.495) | 260.1 (0.708) | 321.5 (0.896) |" in table
     assert "| ll 100, gl 5, W 125, l2 50 | 330.5 (0.585) | | |" in table
     assert len(table) == 2 + 11
-    assert sweep.grid_lines(rows)[-1] == "svdft_s50_flop_ranks svdft 250 91,15,1"
+    assert short_regime.flop_updates(rows) == "250"
 
 
-def test_sweep_record_adds_and_updates_rows(tmp_path):
-    path = str(tmp_path / "s.tsv")
-    sweep.record(path, "a flop target=0.5 updates=250 warmup=200 lambda_lr_scale=10 gate_lr_scale=50 "
-                       "lambda2_init=500 sparsity=0.4950 ranks=93/16/1 valid=253.91 test=235.6")
-    sweep.record(path, "a flop target=0.5 updates=250 warmup=200 lambda_lr_scale=10 gate_lr_scale=50 "
-                       "lambda2_init=500 sparsity=0.5000 ranks=93/16/1 valid=250.0 test=230.0")
-    rows = sweep.read_sweep(path)
-    assert len(rows) == 1 and rows[0]["valid_ppl"] == "250.0" and rows[0]["kept_ranks"] == "93/16/1"
-    assert sweep.grid_lines(rows) == ["a flop 0.5 250 200 10 50 500"]
-    with pytest.raises(SystemExit):
-        sweep.record(path, "b bogus x=1")
-
-
-def fake_results(budgets=(0.9,)):
-    """A minimal results record, as :mod:`flop_fairseq.bench.collect` writes it."""
-    def row(name, method, budget, band, ppl, ranks=None):
-        r = {"name": name, "method": method, "budget": budget, "valid_ppl": ppl + 10, "test_ppl": ppl,
-             "eval_tokens_per_s": 9000.0, "eval_tokens": 1000, "band_params": band, "total_params": band + 1000,
-             "stored_params": 2000, "band_fraction": band / 1000, "file_mib": 1.0, "model_mib": 0.5,
-             "train": {"wps_median": 5000.0, "wps_intervals": [5000.0], "last_num_updates": 10.0}}
-        if ranks:
-            r["ranks"] = ranks
-        return r
-    rows = [row("dense", "dense", None, 1000, 200.0), row("denseft", "dense+ft", None, 1000, 190.0)]
-    for s in budgets:
-        rows += [row(f"flop_s{s}", "flop", s, 110, 230.0, [3, 1]), row(f"svd_s{s}", "svd", s, 100, 400.0, [2, 1]),
-                 row(f"svdft_s{s}", "svd+ft", s, 100, 240.0, [2, 1]), row(f"agp_s{s}", "agp", s, 100, 220.0),
-                 row(f"small_s{s}", "small", s, 100, 300.0, [2, 1])]
-    rows[2]["trajectory"] = [{"num_updates": 10.0, "expected_sparsity": 0.5, "hard_sparsity": 0.49,
-                              "kept_b0": 3.0, "kept_b1": 1.0}]
-    speed = {"label": "dense", "params": 2000, "file_mib": 1.0, "scorer_tokens_per_s": 9000.0,
-             "loss_tokens_per_s": 20000.0}
-    return {
-        "mode": "full", "config": {"dense_updates": 40, "finetune_updates": 10, "eval_shards": 1,
-                                   "speed_updates": 8, "speed_repeats": 1, "speed_shards": 1},
-        "setup": {"budgets": list(budgets), "model_flags": ["--decoder-layers", "3"], "lr": 0.003,
-                  "optimizer": "adam", "tokens_per_sample": 64, "max_tokens": 512, "eval_max_tokens": 1024,
-                  "seed": 1, "flop": {"warmup": 8, "gate_lr_scale": 50.0, "lambda_lr_scale": 10.0,
-                                      "lambda2_init": 500.0}, "speed_sparsity": max(budgets)},
-        "data": "/data/wt2", "data_facts": {"vocab": 1234, "tokens": {"train": 20480, "valid": 10, "test": 10}},
-        "model_facts": {"bands": [{"band": 0, "vocab": [0, 100], "rank": 4}, {"band": 1, "vocab": [100, 1234],
-                                                                               "rank": 2}], "dropout": 0.1},
-        "machine": {"cpu": "cpu", "cores": 2, "memory": "1 GiB", "python": "3", "torch": "2", "fairseq": "0.12",
-                    "platform": "linux"},
-        "run": {"jobs": 2, "threads": 1}, "timing": {"began": 0.0, "elapsed_s": 60.0, "summed_step_s": 120.0,
-                                                     "load": None},
-        "rows": rows, "dense_band_params": 1000,
-        "train_speed": {n: {"wps_median": 5000.0} for n in ("dense", "flop", "compact")},
-        "eval_speed": {"config": {"tokens": 1000, "repeats": 1, "threads": 1}, "models": [speed]},
-        "speed_tag": "90", "commands": {"workdir": "bench_run/full", "bin": ".venv/bin", "steps": [["dense", "train"]]},
-    }
-
-
-def test_report_only_renders_the_committed_results(tmp_path):
-    pytest.importorskip("matplotlib")
-    from flop_fairseq.bench.cli import main
-
-    results = tmp_path / "committed"
-    results.mkdir()
-    (results / "results.json").write_text(json.dumps(fake_results()))
-    out, png = tmp_path / "B.md", tmp_path / "docs" / "p.png"
-    # the previous (short-regime) benchmark's report: --mode short since the users' regime became --mode full
-    main(["--mode", "short", "--workdir", str(tmp_path / "nowhere"), "--report-only", "--results", str(results),
-          "--out", str(out), "--plot", str(png)])
-    text = out.read_text()
-    assert os.path.getsize(png) > 0
-    assert "(vocabulary 1,234 incl. specials; 20,480 training tokens)" in text
-    assert "bands [0,100) dim 4, [100,1234) dim 2" in text
-    assert "--max-tokens 512 (8 sequences/update)" in text and "(~1.00 epochs)" in text
-    assert "Ranks = kept rank of bands 0/1 (full 4/2)" in text
-    assert "| 100% (unpruned) | dense (unpruned) | 1,000 | 100.0% | 2,000 | 4/2 |" in text
-    assert "head's softmax over 101 entries" in text and "writes 1,234 log-probabilities" in text
-    assert "three transformer layers" in text
-    assert "**AGP magnitude pruning (unstructured) beats FLOP** (220.0 vs 230.0)" in text
-    assert "253.9 (0.495)" in text  # the sweep table
-    assert "33,280" not in text and "128/32/8" not in text
-
-
-def test_report_only_without_results_is_a_one_line_error(tmp_path):
-    from flop_fairseq.bench.cli import main
-
-    with pytest.raises(SystemExit, match="no results to report from"):
-        main(["--mode", "full", "--workdir", str(tmp_path), "--report-only", "--results", str(tmp_path / "none"),
-              "--out", str(tmp_path / "B.md")])
+def test_short_regime_section_from_its_frozen_record():
+    text = "\n".join(short_regime.section())
+    assert "| 10% | FLOP | 70,400 | 9.8% | 467,200 | 24/2/0 | 318.3 | 293.7 |" in text
+    assert "| 50% | AGP magnitude pruning (unstructured) | 359,872 | 50.0% |" in text
+    assert "with F = 250 updates\nper setting" in text and "all three targets" in text
+    assert "(91/15/1) + the same fine-tuning gives valid 249.9" in text  # the sweep's notes, verbatim
 
 
 def test_layer_speed_measures_every_configuration():
     """The layer timing benchmark runs end to end on a tiny shape (no timing is asserted)."""
-    from flop_fairseq.bench.layer_speed import SPARSITIES, kept_rank, measure
+    from benchmarks.layer_speed import SPARSITIES, kept_rank, measure
 
     res = measure(dim=16, ffn=32, tokens=8, repeats=1)
     models = [(r["model"], r["sparsity"]) for r in res["rows"]]

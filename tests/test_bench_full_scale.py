@@ -3,9 +3,9 @@ sparsity, the report's medians and ratios, and the BENCHMARKS.md section splice.
 
 import pytest
 
-from flop_fairseq.bench import full_scale_report as rep
-from flop_fairseq.bench.full_scale import EVAL_MODELS, GENERATE_MODELS, TRAIN_MODELS, models
-from flop_fairseq.bench.full_scale_measure import keep_fraction, run_measured
+from benchmarks.full_scale import report as rep
+from benchmarks.full_scale.bench import EVAL_MODELS, GENERATE_MODELS, TRAIN_MODELS, models
+from benchmarks.full_scale.measure import keep_fraction
 
 
 @pytest.mark.parametrize("scope,sparsity", [("bands", 0.5), ("whole", 0.5), ("whole", 0.8)])
@@ -31,12 +31,6 @@ def test_every_measured_model_is_made():
     names = set(models("wiki103"))
     assert set(EVAL_MODELS) <= names and set(GENERATE_MODELS) <= names and set(TRAIN_MODELS) <= names
     assert models("txl_base")["dense"][0] == "flop_transformer_xl_wt103_base"
-
-
-def test_run_measured_reports_the_childs_own_peak(tmp_path):
-    res = run_measured(["python", "-c", "x = bytearray(300 * 2**20); print('ok')"])
-    assert res["rc"] == 0 and res["output"].strip() == "ok"
-    assert 300 <= res["peak_rss_mib"] < 400
 
 
 def _rows():

@@ -112,3 +112,21 @@ def test_half_precision_model_keeps_full_precision_sparsity_and_multipliers(dtyp
     penalty.backward()
     assert model.band.gate.log_alpha_raw.grad.dtype == dtype
     assert torch.isfinite(model.band.gate.log_alpha_raw.grad.float()).all()
+
+
+def test_count_params_counts_any_models_layer_matrices():
+    """Plain, low-rank and gated matrices under one count: the dense ``in x out``, the compact
+    cost, and the non-zero weights as stored (a plain matrix's zeros are not kept)."""
+    from flop_fairseq.core import GatedLowRankLinear, LowRankLinear
+
+    torch.manual_seed(0)
+    plain, low, gated = nn.Linear(8, 12), LowRankLinear(8, 12, 3), GatedLowRankLinear(8, 12)
+    with torch.no_grad():
+        plain.weight[:2].zero_()  # 2 rows of 8 zeroed: 16 weights
+        set_log_alpha(gated.gate, [30.0] * 2 + [-30.0] * 6)  # 2 of the 8 components kept
+    model = nn.Sequential(plain, low, gated)
+    c = count_params(model, dense_prunable=[plain.weight], layer_matrices=[plain, low, gated])
+    assert c.layer_matrix_params == 3 * 8 * 12
+    assert c.remaining_layer_matrix_params == 8 * 12 + 3 * (8 + 12) + 2 * (8 + 12)
+    assert c.nonzero_layer_matrix_params == 8 * 12 - 16 + 3 * (8 + 12) + 2 * (8 + 12)
+    assert count_params(model, dense_prunable=[plain.weight]).layer_matrix_params == 0

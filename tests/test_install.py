@@ -48,6 +48,8 @@ def test_wheel_ships_the_plugin(installed):
     for path in ("flop_fairseq/plugin/flop_fairseq_plugin/__init__.py", "flop_fairseq/core/counting.py",
                  "flop_fairseq/models/transformer_lm/model.py", "flop_fairseq/cli/user_dir.py"):
         assert path in names, path
+    # the benchmarks stay beside the package: run from a checkout, not shipped half-working
+    assert not [n for n in names if n.startswith(("benchmarks/", "flop_fairseq/bench/"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(installed["wheel"]).read(entry).decode()
     assert "flop-user-dir = flop_fairseq.cli.user_dir:main" in text

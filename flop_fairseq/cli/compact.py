@@ -11,6 +11,7 @@ import torch
 
 from ..core import layer_totals
 from ..core.budget import LIVE_VALUE
+from ..core.target import check_target_sparsity
 from ..tools.checkpoint import CheckpointError, quiet_logging
 
 
@@ -52,8 +53,11 @@ def add_target_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 def check_target_arguments(prog: str, args) -> None:
     """One line and exit status 1 for a target out of range, before any checkpoint is read."""
     s, n = args.target_sparsity, args.target_params
-    if s is not None and not 0.0 <= s < 1.0:  # also refuses nan
-        sys.exit(f"{prog}: error: --target-sparsity must be in [0, 1), got {s}")
+    if s is not None:
+        try:
+            check_target_sparsity(s, "--target-sparsity")
+        except ValueError as e:
+            sys.exit(f"{prog}: error: {e}")
     if n is not None and n < 0:
         sys.exit(f"{prog}: error: --target-params must be >= 0, got {n}")
     if not 0.0 <= args.min_gate_value <= 1.0:

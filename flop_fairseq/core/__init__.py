@@ -9,6 +9,7 @@
 - :mod:`.prunable_model`: how a model lists what it prunes;
 - :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
 - :mod:`.counting`: the one parameter counter and sparsity statistics;
+- :mod:`.target`: the range of a target sparsity;
 - :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
 - :mod:`.pinning`: gates pinned to exactly 0 or 1 (the exact-budget mask, dead gates);
 - :mod:`.compaction`: gated model -> physically smaller model, and loading either.
@@ -37,6 +38,7 @@ from .lagrangian import AugmentedLagrangian
 from .linear import GatedLowRankLinear, LowRankLinear
 from .pinning import PIN, pin_dead_gates, repin
 from .prunable_model import BandSlot, PrunableModel, adaptive_band_slots, band_slots
+from .target import check_target_sparsity
 
 __all__ = [
     "Allocation", "GroupAllocation", "allocate", "apply_allocation", "gate_median", "repin", "pin_dead_gates", "PIN",
@@ -44,6 +46,6 @@ __all__ = [
     "AugmentedLagrangian", "BandSlot", "GatedLowRankBand", "GatedLowRankLinear", "GatedModule", "HardConcrete",
     "LowRankAdaptiveInput", "LowRankAdaptiveSoftmax", "LowRankBand", "LowRankLinear", "ParamCounts",
     "PrunableModel", "SparsityStats", "adaptive_band_slots", "band_rows", "band_slices", "band_slots", "compact_model",
-    "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed", "layer_rows", "layer_totals",
-    "match_structure", "sparsity_stats", "weak_kept",
+    "check_target_sparsity", "complete_cutoff", "count_params", "expected_sparsity", "gated_modules", "gates_bypassed",
+    "layer_rows", "layer_totals", "match_structure", "sparsity_stats", "weak_kept",
 ]

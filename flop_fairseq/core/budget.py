@@ -53,6 +53,7 @@ from .gated_module import GatedModule
 from .hard_concrete import HardConcrete
 from .linear import GatedLowRankLinear
 from .pinning import pin
+from .target import check_target_sparsity
 
 # The smallest eval value of a component the allocation keeps: the hard-concrete median
 # sigmoid(log_alpha / beta) is 1/2 at log_alpha = 0 (and P(z > 0) = 0.83 there). Below it a
@@ -169,9 +170,7 @@ def target_params_for(prunable_params: int, target_params: Optional[int] = None,
     if (target_params is None) == (target_sparsity is None):
         raise ValueError("give exactly one of a target parameter count and a target sparsity")
     if target_sparsity is not None:
-        t = float(target_sparsity)
-        if not 0.0 <= t < 1.0:  # also refuses NaN
-            raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+        t = check_target_sparsity(target_sparsity)
         # the small slack absorbs float error ((1 - 0.7) * 1000 = 300.00000000000006, but also 299.999...)
         return min(prunable_params, math.floor((1.0 - t) * prunable_params + 1e-6))
     n = int(target_params)

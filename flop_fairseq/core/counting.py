@@ -22,7 +22,10 @@ which needs no :class:`PrunableModel` and copies nothing):
 ``band_params`` / ``remaining_band_params``
     the same two counts restricted to the adaptive bands;
 ``nonzero_prunable_params``
-    the non-zero entries of the prunable tensors as stored.
+    the non-zero entries of the prunable tensors as stored;
+``layer_matrix_params`` / ``remaining_layer_matrix_params`` / ``nonzero_layer_matrix_params``
+    the attention/FFN matrices passed as ``layer_matrices`` (any model's, pruned or not):
+    dense count, compact count, non-zero weights as stored (0 when none are passed).
 """
 
 from dataclasses import dataclass, field
@@ -152,21 +155,26 @@ def band_rows(model) -> List[Dict]:
     return rows
 
 
+def matrix_row(m: nn.Module) -> Dict:
+    """``rank``, ``kept``, ``params_before`` (dense ``in x out``), ``params_after`` (its compact
+    cost) and ``nonzero`` (non-zero weights as stored) of a layer matrix: gated, low-rank, or a
+    plain ``nn.Linear`` (a dense model's, or one compacted at or above the break-even rank)."""
+    dense = m.in_features * m.out_features
+    if isinstance(m, GatedLowRankLinear):
+        rank, kept, after = m.rank, m.kept_rank(), m.remaining_prunable_params()
+        nonzero = after
+    elif isinstance(m, LowRankLinear):
+        rank, kept = min(m.in_features, m.out_features), m.rank
+        after = nonzero = kept * (m.in_features + m.out_features)
+    else:
+        rank = kept = min(m.in_features, m.out_features)
+        after, nonzero = dense, int(torch.count_nonzero(m.weight))
+    return {"rank": rank, "kept": kept, "params_before": dense, "params_after": after, "nonzero": nonzero}
+
+
 def layer_rows(model) -> List[Dict]:
     """One row per factorized layer matrix of a :class:`PrunableModel`, gated or compact."""
-    rows = []
-    for name, m in model.flop_layer_matrices():
-        dense = m.in_features * m.out_features
-        if isinstance(m, GatedLowRankLinear):
-            rank, kept, after = m.rank, m.kept_rank(), m.remaining_prunable_params()
-        elif isinstance(m, LowRankLinear):
-            rank, kept = min(m.in_features, m.out_features), m.rank
-            after = kept * (m.in_features + m.out_features)
-        else:  # compacted at or above the break-even rank: the dense matrix
-            rank = kept = min(m.in_features, m.out_features)
-            after = dense
-        rows.append({"layer": name, "rank": rank, "kept": kept, "params_before": dense, "params_after": after})
-    return rows
+    return [{"layer": name, **matrix_row(m)} for name, m in model.flop_layer_matrices()]
 
 
 def layer_totals(rows: List[Dict]) -> Dict:
@@ -189,6 +197,9 @@ class ParamCounts:
     band_params: int
     remaining_band_params: int
     expected_remaining_prunable_params: Optional[float] = None
+    layer_matrix_params: int = 0
+    remaining_layer_matrix_params: int = 0
+    nonzero_layer_matrix_params: int = 0
 
     @property
     def sparsity(self) -> float:
@@ -201,13 +212,21 @@ def _unique_params(model: nn.Module) -> List[torch.Tensor]:
 
 
 @torch.no_grad()
-def count_params(model: nn.Module, dense_prunable: Optional[Sequence[torch.Tensor]] = None) -> ParamCounts:
+def count_params(model: nn.Module, dense_prunable: Optional[Sequence[torch.Tensor]] = None,
+                 layer_matrices: Sequence[nn.Module] = ()) -> ParamCounts:
     """Every named count of ``model``.
 
     A FLOP model (a :class:`PrunableModel`) says what is prunable; for a dense model pass
     the tensors that FLOP would prune (``dense_prunable``, e.g. the band matrices), which
-    then count as ``prunable``, ``band`` and (all of them) ``remaining``.
+    then count as ``prunable``, ``band`` and (all of them) ``remaining``. ``layer_matrices``
+    (any model's attention/FFN matrices, whether FLOP prunes them or not) give the
+    ``*layer_matrix_params`` counts of :func:`matrix_row`: what a budget of the whole model
+    counts, the same way for every model.
     """
+    layers = [matrix_row(m) for m in layer_matrices]
+    layer_counts = {"layer_matrix_params": sum(r["params_before"] for r in layers),
+                    "remaining_layer_matrix_params": sum(r["params_after"] for r in layers),
+                    "nonzero_layer_matrix_params": sum(r["nonzero"] for r in layers)}
     params = _unique_params(model)
     stored = sum(p.numel() for p in params)
     nonzero = sum(int(torch.count_nonzero(p)) for p in params)
@@ -219,7 +238,7 @@ def count_params(model: nn.Module, dense_prunable: Optional[Sequence[torch.Tenso
                 tensors.append(t)
         prunable = sum(t.numel() for t in tensors)
         return ParamCounts(stored, stored, nonzero, prunable, prunable,
-                           sum(int(torch.count_nonzero(t)) for t in tensors), prunable, prunable)
+                           sum(int(torch.count_nonzero(t)) for t in tensors), prunable, prunable, **layer_counts)
     bands, layers = band_rows(model), layer_rows(model)
     gated = [m for _, m in gated_modules(model)]
     # once compacted, a gated group keeps its remaining prunable count plus its bias; its
@@ -240,4 +259,5 @@ def count_params(model: nn.Module, dense_prunable: Optional[Sequence[torch.Tenso
         remaining_band_params=sum(r["params_after"] for r in bands),
         expected_remaining_prunable_params=(
             sum(float(m.expected_prunable_params()) for m in gated) if gated else None),
+        **layer_counts,
     )

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .target import check_target_sparsity
+
 
 class AugmentedLagrangian(nn.Module):
     """``penalty = lambda_1 (s - t) + lambda_2 (s - t)^2``.
@@ -78,8 +80,7 @@ class AugmentedLagrangian(nn.Module):
         :meth:`fresh` controller (a resumed one keeps its multipliers); ``start_from_model=False``
         starts the schedule at ``s_0 = 0`` whatever the model's expected sparsity."""
         self.start_from_model = bool(start_from_model)
-        if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+        check_target_sparsity(target_sparsity)
         if warmup_updates < 0:
             raise ValueError(f"sparsity warm-up must be >= 0 updates, got {warmup_updates}")
         self.target_sparsity = float(target_sparsity)

@@ -19,6 +19,7 @@ from ..core import (
     repin,
     sparsity_stats,
 )
+from ..core.target import check_target_sparsity
 from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
 from .distillation import DistillationConfig, Distiller
 from .replicas import check_replicas
@@ -122,8 +123,10 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
     @classmethod
     def build_criterion(cls, cfg: FlopAdaptiveLossConfig, task):
         check_ddp_backend(cfg, cls.NAME)
-        if not 0.0 <= cfg.target_sparsity < 1.0:
-            raise SystemExit(f"flop_adaptive_loss: --target-sparsity must be in [0, 1), got {cfg.target_sparsity}")
+        try:
+            check_target_sparsity(cfg.target_sparsity, "--target-sparsity")
+        except ValueError as e:
+            raise SystemExit(f"flop_adaptive_loss: {e}")
         if cfg.sparsity_warmup_updates < 0:
             raise SystemExit("flop_adaptive_loss: --sparsity-warmup-updates must be >= 0")
         if cfg.gate_lr_scale <= 0 or cfg.lambda_lr_scale <= 0:

@@ -16,43 +16,31 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
+from ..core.target import check_target_sparsity
 from ..plugin import user_dir_path
 from ..tools.fairseq_log import log_fields, parse_eval_lm
 from ..tools.report import draw_kept_ranks, save_figure
+from ..tools.runner import run_process, tool
+from .small_model import small_model_flags
 
-BIN = os.path.dirname(sys.executable)
-
-
-def _tool(name: str) -> str:
-    path = os.path.join(BIN, name)
-    return path if os.path.exists(path) else name
+TOKENS_PER_SAMPLE = 128
 
 
 def run(step: str, cmd, log_path: str, show=None) -> str:
-    """Runs ``cmd``, teeing its output to ``log_path``; prints the lines ``show`` selects."""
+    """Runs ``cmd``, its output to ``log_path``, printing the lines ``show`` selects; on failure
+    the log's tail and a one-line error."""
     cmd = [str(c) for c in cmd]
     print(f"\n== {step}\n$ {' '.join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))}",
           flush=True)
-    start = time.time()
-    out = []
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                       text=True, env=env) as proc:
-        for line in proc.stdout:
-            log.write(line)
-            out.append(line)
-            shown = show(line) if show else None
-            if shown:
-                print("   " + shown, flush=True)
-    if proc.returncode != 0:
-        sys.stdout.write("".join(out[-30:]))
-        raise SystemExit(f"demo: step '{step}' failed (exit {proc.returncode}); full log: {log_path}")
-    print(f"   done in {time.time() - start:.0f}s", flush=True)
-    return "".join(out)
+    with open(log_path, "w") as log:
+        res = run_process(cmd, log=log, env=dict(os.environ, PYTHONUNBUFFERED="1"), show=show)
+    if res["rc"] != 0:
+        print("".join(res["output"].splitlines(keepends=True)[-30:]), end="")
+        raise SystemExit(f"demo: step '{step}' failed (exit {res['rc']}); full log: {log_path}")
+    print(f"   done in {res['wall_s']:.0f}s", flush=True)
+    return res["output"]
 
 
 def show_train(line: str):
@@ -71,7 +59,7 @@ def show_train(line: str):
 
 def eval_lm(data_bin: str, path: str, log_path: str, tokens_per_sample: int):
     out = run(f"fairseq-eval-lm {os.path.basename(path)}",
-              [_tool("fairseq-eval-lm"), data_bin, "--user-dir", user_dir_path(), "--path", path,
+              [tool("fairseq-eval-lm"), data_bin, "--user-dir", user_dir_path(), "--path", path,
                "--gen-subset", "test", "--tokens-per-sample", tokens_per_sample, "--max-tokens", 4096,
                "--context-window", tokens_per_sample // 2, "--cpu"],
               log_path, show=lambda l: l.split("| ")[-1].strip() if "Perplexity" in l or "tokens/s" in l else None)
@@ -124,7 +112,7 @@ def dictionary_size(data_bin: str) -> int:
         return 4 + sum(1 for _ in f)
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(prog="flop-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="a fairseq-preprocessed language-modeling directory (default: generate one)")
     p.add_argument("--workdir", default="demo_run", help="where everything is written (default ./demo_run)")
@@ -145,8 +133,10 @@ def main(argv=None):
     if args.data and not os.path.isfile(os.path.join(args.data, "dict.txt")):
         p.error(f"--data {args.data}: not a fairseq-preprocessed directory (no dict.txt); "
                 "binarize your text with fairseq-preprocess --only-source first")
-    if not 0.0 < args.target < 1.0:
-        p.error("--target must be in (0, 1)")
+    try:
+        check_target_sparsity(args.target, "--target")
+    except ValueError as e:
+        p.error(str(e))
     for flag in ("dense_updates", "prune_updates", "eval_repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
@@ -154,125 +144,143 @@ def main(argv=None):
         p.error("--finetune-updates must be at least 0")
     if not 0.0 <= args.distill_weight <= 1.0:
         p.error("--distill-weight must be in [0, 1]")
-
     work = os.path.abspath(args.workdir)
-    marker = os.path.join(work, ".flop_demo")
-    if os.path.exists(work) and (not os.path.isdir(work) or (os.listdir(work) and not os.path.exists(marker))):
-        # only a directory an earlier demo made is wiped
+    if os.path.exists(work) and (not os.path.isdir(work) or (os.listdir(work) and not os.path.exists(
+            os.path.join(work, ".flop_demo")))):  # only a directory an earlier demo made is wiped
         p.error(f"--workdir {args.workdir} exists and was not made by the demo; pass a new or empty directory")
+    return args
 
-    start = time.time()
+
+def fresh_workdir(workdir: str) -> (str, str):
+    """``(work, logs)``: the work directory emptied (it is the demo's own, parse_args checked)."""
+    work = os.path.abspath(workdir)
     if os.path.isdir(work):
         shutil.rmtree(work)
     os.makedirs(work)
-    open(marker, "w").close()
+    open(os.path.join(work, ".flop_demo"), "w").close()
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
     print(f"FLOP demo: everything goes to {work}", flush=True)
+    return work, logs
 
-    data_bin = args.data
-    if data_bin is None:
-        from .corpus import generate_corpus
 
-        print("\n== generating a Zipfian corpus with sequential structure", flush=True)
-        held_out = min(60_000, max(2_000, args.train_tokens // 10))
-        stats = generate_corpus(os.path.join(work, "raw"), num_types=args.types, train_tokens=args.train_tokens,
-                                valid_tokens=held_out, test_tokens=held_out, seed=1)
-        print(f"   {stats['num_types']} types, {stats['train_tokens']:,} training tokens; reference test ppl: "
-              f"unigram {stats['unigram_ppl']:.0f}, generating process {stats['model_ppl']:.0f}", flush=True)
-        data_bin = os.path.join(work, "data-bin")
-        raw = os.path.join(work, "raw")
-        run("fairseq-preprocess", [_tool("fairseq-preprocess"), "--only-source", "--trainpref",
-                                   os.path.join(raw, "train.txt"), "--validpref", os.path.join(raw, "valid.txt"),
-                                   "--testpref", os.path.join(raw, "test.txt"), "--destdir", data_bin,
-                                   "--workers", 1], os.path.join(logs, "preprocess.log"),
-            show=lambda l: l.split("| ")[-1].strip() if "[None]" in l and "types" in l else None)
-    vocab = dictionary_size(data_bin)
-    cut = ",".join(map(str, cutoffs_for(vocab)))
-    tps = 128
-    model = ["--adaptive-input", "--adaptive-input-cutoff", cut, "--adaptive-softmax-cutoff", cut,
-             "--tie-adaptive-weights", "--tie-adaptive-proj", "--decoder-embed-dim", 128, "--decoder-input-dim", 128,
-             "--decoder-output-dim", 128, "--decoder-ffn-embed-dim", 512, "--decoder-layers", 2,
-             "--decoder-attention-heads", 4, "--dropout", 0.1]
-    common = [data_bin, "--task", "language_modeling", "--ddp-backend", "legacy_ddp", "--optimizer", "adam",
-              "--tokens-per-sample", tps, "--max-tokens", 2048, "--no-epoch-checkpoints", "--log-format",
-              "simple", "--log-interval", 25, "--cpu", "--seed", 1, "--num-workers", 0]
-    dense_dir, flop_dir = os.path.join(work, "dense"), os.path.join(work, "flop")
-    # One dense run of dense+prune updates, saved at dense_updates: FLOP starts from that
-    # checkpoint, and the last one is the dense model with the same number of updates as
-    # the pruned one, so the table separates the cost of pruning from the extra training.
-    total = args.dense_updates + args.prune_updates + args.finetune_updates
-    run("fairseq-train: dense transformer_lm with adaptive input/softmax",
-        [_tool("fairseq-train"), *common, "--arch", "transformer_lm", *model, "--criterion", "adaptive_loss",
-         "--lr", 0.003, "--max-update", total, "--save-interval-updates", args.dense_updates,
-         "--save-dir", dense_dir],
-        os.path.join(logs, "train_dense.log"), show=show_train)
-    dense = os.path.join(dense_dir, f"checkpoint_dense{args.dense_updates}.pt")
-    saved = [f for f in os.listdir(dense_dir) if re.fullmatch(rf"checkpoint_\d+_{args.dense_updates}\.pt", f)]
-    if not saved:
-        raise SystemExit(f"demo: fairseq-train saved no checkpoint at update {args.dense_updates} in {dense_dir}")
-    os.replace(os.path.join(dense_dir, saved[0]), dense)
-    dense_long = os.path.join(dense_dir, "checkpoint_last.pt")
-    flop_init = os.path.join(work, "flop_init.pt")
-    run("flop-convert", [_tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.8],
-        os.path.join(logs, "convert.log"), show=lambda l: l.strip())
-    warmup = args.prune_updates * 4 // 5
-    # the dense model FLOP starts from teaches every phase: the full next-token distribution
-    # gives every band's gates a signal at every token, not only at its own rare words
-    distill = ["--distill-teacher", dense, "--distill-weight", args.distill_weight] if args.distill_weight else []
-    prune_log = run(f"fairseq-train: FLOP pruning to sparsity {args.target}",
-                    [_tool("fairseq-train"), *common, "--user-dir", user_dir_path(),
-                     "--arch", "flop_transformer_lm", *model, "--criterion", "flop_adaptive_loss",
-                     "--target-sparsity", args.target, "--sparsity-warmup-updates", warmup, *distill,
-                     "--lr", 0.003,
-                     "--finetune-from-model", flop_init, "--max-update", args.prune_updates,
-                     "--save-dir", flop_dir],
-                    os.path.join(logs, "train_flop.log"), show=show_train)
-    gated = os.path.join(flop_dir, "checkpoint_last.pt")
-    compact = os.path.join(work, "compact.pt")
-    # the exact budget: the gates' log_alpha rank the components, the cheapest are dropped first
-    run("flop-compact", [_tool("flop-compact"), gated, compact, "--target-sparsity", args.target],
-        os.path.join(logs, "compact.log"), show=lambda l: l.rstrip())
-    rep_out = run("flop-report --json", [_tool("flop-report"), compact, "--json"], os.path.join(logs, "report.log"))
-    report = json.loads(rep_out[rep_out.index("{"):])
-    pruned = compact
-    if args.finetune_updates:
-        ft_dir = os.path.join(work, "finetune")
-        run("fairseq-train: fine-tuning the compact model",
-            [_tool("fairseq-train"), *common, "--user-dir", user_dir_path(), "--arch", "flop_transformer_lm", *model,
-             *(["--criterion", "distill_adaptive_loss", *distill] if distill else ["--criterion", "adaptive_loss"]),
-             "--lr", 0.003, "--finetune-from-model", compact,
-             "--max-update", args.finetune_updates, "--save-dir", ft_dir],
-            os.path.join(logs, "train_finetune.log"), show=show_train)
-        pruned = os.path.join(ft_dir, "checkpoint_last.pt")
-    # eval-lm's tokens/s moves by +-10% from pass to pass on a shared CPU: alternate the
-    # dense and compact passes and report the median
-    evals = {"dense": [], "compact": []}
-    for i in range(args.eval_repeats):
-        for name, path in (("dense", dense), ("compact", pruned)):
-            evals[name].append(eval_lm(data_bin, path, os.path.join(logs, f"eval_{name}_{i + 1}.log"), tps))
-    dense_long_ppl, _ = eval_lm(data_bin, dense_long, os.path.join(logs, "eval_dense_long.log"), tps)
-    dense_ppl, dense_speed = evals["dense"][0][0], statistics.median(s for _, s in evals["dense"])
-    small_ppl, small_speed = evals["compact"][0][0], statistics.median(s for _, s in evals["compact"])
+def make_corpus(args, work: str, logs: str) -> str:
+    """A generated Zipfian corpus, binarized: its data-bin."""
+    from .corpus import generate_corpus
 
-    from ..tools.checkpoint import quiet_logging
-    from ..tools.checkpoint_counts import checkpoint_counts
+    print("\n== generating a Zipfian corpus with sequential structure", flush=True)
+    held_out = min(60_000, max(2_000, args.train_tokens // 10))
+    raw = os.path.join(work, "raw")
+    stats = generate_corpus(raw, num_types=args.types, train_tokens=args.train_tokens,
+                            valid_tokens=held_out, test_tokens=held_out, seed=1)
+    print(f"   {stats['num_types']} types, {stats['train_tokens']:,} training tokens; reference test ppl: "
+          f"unigram {stats['unigram_ppl']:.0f}, generating process {stats['model_ppl']:.0f}", flush=True)
+    data_bin = os.path.join(work, "data-bin")
+    run("fairseq-preprocess", [tool("fairseq-preprocess"), "--only-source", "--trainpref",
+                               os.path.join(raw, "train.txt"), "--validpref", os.path.join(raw, "valid.txt"),
+                               "--testpref", os.path.join(raw, "test.txt"), "--destdir", data_bin,
+                               "--workers", 1], os.path.join(logs, "preprocess.log"),
+        show=lambda l: l.split("| ")[-1].strip() if "[None]" in l and "types" in l else None)
+    return data_bin
 
-    quiet_logging()
-    dense_counts, compact_counts = checkpoint_counts(dense), checkpoint_counts(compact)
-    # the names of flop_fairseq.core.counting: the whole model, and its (remaining) band matrices
-    d_total, d_band = dense_counts["total_params"], dense_counts["remaining_band_params"]
-    c_total, c_band = compact_counts["total_params"], compact_counts["remaining_band_params"]
-    png = os.path.join(work, "flop_demo.png")
-    plot(report, parse_schedule(prune_log), png)
+
+class Pipeline:
+    """The demo's fairseq runs on one data-bin, each a named step; the paths they write."""
+
+    def __init__(self, args, work: str, logs: str, data_bin: str):
+        self.args, self.work, self.logs, self.data_bin = args, work, logs, data_bin
+        cut = ",".join(map(str, cutoffs_for(dictionary_size(data_bin))))
+        self.model = small_model_flags(cut) + ["--dropout", 0.1]
+        self.common = [data_bin, "--task", "language_modeling", "--ddp-backend", "legacy_ddp", "--optimizer", "adam",
+                       "--lr", 0.003, "--tokens-per-sample", TOKENS_PER_SAMPLE, "--max-tokens", 2048,
+                       "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", 25, "--cpu", "--seed", 1,
+                       "--num-workers", 0]
+        self.flop = ["--user-dir", user_dir_path(), "--arch", "flop_transformer_lm", *self.model]
+
+    def log(self, name: str) -> str:
+        return os.path.join(self.logs, name)
+
+    def train(self, what: str, log: str, flags) -> str:
+        return run(f"fairseq-train: {what}", [tool("fairseq-train"), *self.common, *flags], self.log(log),
+                   show=show_train)
+
+    def dense(self) -> (str, str):
+        """One dense run of all the demo's updates, saved at ``--dense-updates``: FLOP starts from
+        that checkpoint, and the last one is the dense model with as many updates as the pruned
+        one, so the table separates the cost of pruning from the extra training. Returns
+        ``(dense, dense with the same updates)``."""
+        a, dense_dir = self.args, os.path.join(self.work, "dense")
+        total = a.dense_updates + a.prune_updates + a.finetune_updates
+        self.train("dense transformer_lm with adaptive input/softmax", "train_dense.log",
+                   ["--arch", "transformer_lm", *self.model, "--criterion", "adaptive_loss", "--max-update", total,
+                    "--save-interval-updates", a.dense_updates, "--save-dir", dense_dir])
+        saved = [f for f in os.listdir(dense_dir) if re.fullmatch(rf"checkpoint_\d+_{a.dense_updates}\.pt", f)]
+        if not saved:
+            raise SystemExit(f"demo: fairseq-train saved no checkpoint at update {a.dense_updates} in {dense_dir}")
+        dense = os.path.join(dense_dir, f"checkpoint_dense{a.dense_updates}.pt")
+        os.replace(os.path.join(dense_dir, saved[0]), dense)
+        return dense, os.path.join(dense_dir, "checkpoint_last.pt")
+
+    def distill(self, dense: str) -> list:
+        # the dense model FLOP starts from teaches every phase: the full next-token distribution
+        # gives every band's gates a signal at every token, not only at its own rare words
+        w = self.args.distill_weight
+        return ["--distill-teacher", dense, "--distill-weight", w] if w else []
+
+    def prune(self, dense: str) -> (str, str):
+        """flop-convert, FLOP training, flop-compact to the exact budget: ``(compact, prune log)``."""
+        a = self.args
+        flop_init = os.path.join(self.work, "flop_init.pt")
+        run("flop-convert", [tool("flop-convert"), dense, flop_init, "--init-keep-prob", 0.8],
+            self.log("convert.log"), show=lambda l: l.strip())
+        prune_log = self.train(f"FLOP pruning to sparsity {a.target}", "train_flop.log", [
+            *self.flop, "--criterion", "flop_adaptive_loss", "--target-sparsity", a.target,
+            "--sparsity-warmup-updates", a.prune_updates * 4 // 5, *self.distill(dense),
+            "--finetune-from-model", flop_init, "--max-update", a.prune_updates,
+            "--save-dir", os.path.join(self.work, "flop")])
+        compact = os.path.join(self.work, "compact.pt")
+        # the exact budget: the gates' log_alpha rank the components, the cheapest are dropped first
+        run("flop-compact", [tool("flop-compact"), os.path.join(self.work, "flop", "checkpoint_last.pt"), compact,
+                             "--target-sparsity", a.target], self.log("compact.log"), show=lambda l: l.rstrip())
+        return compact, prune_log
+
+    def finetune(self, compact: str, dense: str) -> str:
+        """The compact model fine-tuned ``--finetune-updates`` (itself when 0)."""
+        if not self.args.finetune_updates:
+            return compact
+        distill = self.distill(dense)
+        ft_dir = os.path.join(self.work, "finetune")
+        self.train("fine-tuning the compact model", "train_finetune.log", [
+            *self.flop, *(["--criterion", "distill_adaptive_loss", *distill] if distill else
+                          ["--criterion", "adaptive_loss"]),
+            "--finetune-from-model", compact, "--max-update", self.args.finetune_updates, "--save-dir", ft_dir])
+        return os.path.join(ft_dir, "checkpoint_last.pt")
+
+    def evaluate(self, models: dict) -> dict:
+        """``{name: (test ppl, median tokens/s)}``: eval-lm's tokens/s moves by +-10% from pass to
+        pass on a shared CPU, so the models' passes alternate and the median is reported."""
+        runs = {name: [] for name in models}
+        for i in range(self.args.eval_repeats):
+            for name, path in models.items():
+                runs[name].append(eval_lm(self.data_bin, path, self.log(f"eval_{name}_{i + 1}.log"),
+                                          TOKENS_PER_SAMPLE))
+        return {name: (r[0][0], statistics.median(s for _, s in r)) for name, r in runs.items()}
+
+
+def summarize(args, work: str, report: dict, evals: dict, counts: dict) -> None:
+    """The table on stdout and ``result.json``."""
     n, m = args.dense_updates, args.prune_updates + args.finetune_updates
+    (dense_ppl, dense_speed), (compact_ppl, compact_speed) = evals["dense"], evals["compact"]
+    dense_long_ppl = evals["dense_long"][0]
+    d_total, d_band = counts["dense"]["total_params"], counts["dense"]["remaining_band_params"]
+    c_total, c_band = counts["compact"]["total_params"], counts["compact"]["remaining_band_params"]
     done = f"{n} + {args.prune_updates} FLOP" + (f" + {args.finetune_updates} FT" if args.finetune_updates else "")
     rows = [("", "dense", "FLOP compact", "dense"),
             ("updates", f"{n}", done, f"{n + m}"),
             ("parameters (total_params)", f"{d_total:,}", f"{c_total:,}", f"{d_total:,}"),
             ("band parameters", f"{d_band:,}", f"{c_band:,}", f"{d_band:,}"),
-            ("test perplexity", f"{dense_ppl:.2f}", f"{small_ppl:.2f}", f"{dense_long_ppl:.2f}"),
-            (f"eval tokens/s (median of {args.eval_repeats})", f"{dense_speed:,.0f}", f"{small_speed:,.0f}", "")]
+            ("test perplexity", f"{dense_ppl:.2f}", f"{compact_ppl:.2f}", f"{dense_long_ppl:.2f}"),
+            (f"eval tokens/s (median of {args.eval_repeats})", f"{dense_speed:,.0f}", f"{compact_speed:,.0f}", "")]
     print(f"\n== result (target sparsity {args.target}, hard sparsity {report['sparsity']:.3f}, "
           f"kept ranks {[b['kept'] for b in report['bands']]} of {[b['rank'] for b in report['bands']]})")
     for r in rows:
@@ -284,8 +292,32 @@ def main(argv=None):
                              "eval_tokens_per_s": dense_speed},
                    "compact": {"updates": n + m, "prune_updates": args.prune_updates,
                                "finetune_updates": args.finetune_updates, "total_params": c_total,
-                               "band_params": c_band, "test_ppl": small_ppl, "eval_tokens_per_s": small_speed},
+                               "band_params": c_band, "test_ppl": compact_ppl, "eval_tokens_per_s": compact_speed},
                    "dense_same_updates": {"updates": n + m, "test_ppl": dense_long_ppl}}, f, indent=1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    work, logs = fresh_workdir(args.workdir)
+    data_bin = args.data or make_corpus(args, work, logs)
+    pipe = Pipeline(args, work, logs, data_bin)
+    dense, dense_long = pipe.dense()
+    compact, prune_log = pipe.prune(dense)
+    rep_out = run("flop-report --json", [tool("flop-report"), compact, "--json"], pipe.log("report.log"))
+    report = json.loads(rep_out[rep_out.index("{"):])
+    pruned = pipe.finetune(compact, dense)
+    evals = pipe.evaluate({"dense": dense, "compact": pruned})
+    evals["dense_long"] = eval_lm(data_bin, dense_long, pipe.log("eval_dense_long.log"), TOKENS_PER_SAMPLE)
+
+    from ..tools.checkpoint import quiet_logging
+    from ..tools.checkpoint_counts import checkpoint_counts
+
+    quiet_logging()
+    counts = {"dense": checkpoint_counts(dense), "compact": checkpoint_counts(compact)}
+    png = os.path.join(work, "flop_demo.png")
+    plot(report, parse_schedule(prune_log), png)
+    summarize(args, work, report, evals, counts)
     print(f"\npicture: {png}")
     print(f"demo finished in {time.time() - start:.0f}s")
 

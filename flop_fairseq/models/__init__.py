@@ -31,3 +31,28 @@ def flop_model_for_dense_arch(arch: str):
 
 def dense_archs() -> list:
     return sorted(a for cls in FLOP_MODELS for a in cls.DENSE_ARCHS)
+
+
+def dense_prunable_tensors(model) -> Optional[list]:
+    """The tensors FLOP would prune in a dense fairseq ``model`` (found by its class's archs
+    through :func:`flop_model_for_dense_arch`), else None."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    for arch, cls in ARCH_MODEL_REGISTRY.items():
+        found = flop_model_for_dense_arch(arch) if cls is type(model) else None
+        if found is not None:
+            return found[0].dense_prunable_tensors(model)
+    return None
+
+
+def layer_matrices(model) -> list:
+    """Every decoder layer's attention/FFN matrices of a ``transformer_lm``-family model, dense,
+    gated or compact (the set ``--flop-decoder-layers`` factorizes), for
+    :func:`~flop_fairseq.core.count_params`; ``[]`` for other models."""
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    from .transformer_lm.model import LAYER_MATRICES
+
+    if not isinstance(model, TransformerLanguageModel):
+        return []
+    return [layer.get_submodule(path) for layer in model.decoder.layers for path in LAYER_MATRICES]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ...core import GatedLowRankBand, LowRankBand
 from ...core.gated_module import cheaper_form_cost
-from ...core.svd import svd_of_product
+from ...core.svd import _pad, svd_of_product
 
 
 class ProjectionFreeBand(LowRankBand):
@@ -72,13 +72,6 @@ class TxlGatedBand(GatedLowRankBand):
         proj = self.in_proj if self.in_proj is not None else self.out_proj
         out.emb.copy_((self.emb[:, keep] * z[keep]) @ proj[:, keep].t())
         return out
-
-
-def _pad(t: torch.Tensor, rank: int) -> torch.Tensor:
-    """``rank`` columns of ``t``: zero components past the matrix rank (a band with fewer words than its dim)."""
-    if t.shape[1] >= rank:
-        return t[:, :rank]
-    return torch.cat([t, t.new_zeros(t.shape[0], rank - t.shape[1])], dim=1)
 
 
 def band_dims(d_embed: int, div_val: int, n_bands: int) -> List[int]:
