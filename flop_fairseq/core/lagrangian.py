@@ -32,6 +32,15 @@ class AugmentedLagrangian(nn.Module):
     pruned past the target hardly come back: a gate stuck at 0 gets no gradient
     from the task loss). ``lambda_1`` does the remaining, integral, part.
 
+    In control terms the gates see the price ``dpenalty/ds = lambda_1 + 2 lambda_2 (s - t)``:
+    a proportional term (gain ``2 lambda_2``) and an integral one (``lambda_1``, gain ``lr``).
+    The integral settles at the price the task needs at the target (a few hundredths per
+    token on the WikiText-2 benchmark's model: with Adam the gates react to the sign of the
+    balance, not its size), so a small ``lambda_1`` is that price, not a stalled multiplier.
+    The proportional term is what keeps the loop stable: the gates integrate the price (Adam
+    keeps moving them while it lasts), and an integral-only controller on an integrating plant
+    oscillates. Measured: ``lambda_2`` from 0 with ``lr`` = 10 swung the sparsity from 0.39 back
+    to -0.02 within 50 updates of the warm-up, ``lambda_1`` from +27 to -75.
     Call :meth:`set_num_updates` with the update count before each update's
     forward passes (fairseq does, through the model): a larger count first
     applies the ascent step of the passes since the last one. State (the
