@@ -102,3 +102,34 @@ def test_full_rank_data_aware_conversion_keeps_the_function(case):
     for _, m in model.flop_layer_matrices():
         assert abs(m.left.pow(2).mean().sqrt() / m.right.pow(2).mean().sqrt() - 1) < 1e-5
     assert len(scales) == len(reports)
+
+
+def test_flop_convert_calibration_then_truncate_by_losses(dense_checkpoint, data_bin, tmp_path):
+    """Through the real CLIs: the data-aware conversion keeps the function, reports each group's
+    error at half rank (the whitened one never above the plain one: it is the optimum of the same
+    criterion), stores the losses; flop-truncate keeps the budget and a prefix of each group."""
+    import json
+    import re
+
+    from cli_driver import Batch
+    from flop_fairseq.tools.calibration import LOSSES_KEY
+
+    conv, trunc = tmp_path / "conv.pt", tmp_path / "trunc.pt"
+    batch = Batch()
+    k_conv = batch.add("flop-convert", dense_checkpoint, conv, "--flop-decoder-layers", "--calibration", data_bin,
+                       "--calibration-tokens", "3000", "--balance-factors", "--gate-init-slope", "0.5")
+    k_trunc = batch.add("flop-truncate", conv, trunc, "--sparsity", "0.5")
+    k_compact = batch.add("flop-compact", trunc, tmp_path / "compact.pt")
+    batch.run(tmp_path)
+    out = batch[k_conv].stdout
+    assert float(re.search(r"gates bypassed\)\| = (\S+)", out).group(1)) < 1e-4, out
+    assert "from 3,000 calibration tokens" in out and "factors rescaled to equal rms in 15 groups" in out, out
+    pairs = re.findall(r"plain (\d\.\d+), whitened (\d\.\d+)", out)
+    assert len(pairs) == 3 + 6, out  # three bands, six kinds of layer matrix
+    assert all(float(w) <= float(p) + 1e-4 for p, w in pairs), out
+    state = torch.load(conv, weights_only=True)
+    assert len(state[LOSSES_KEY]) == 15
+    res = json.loads(batch[k_trunc].stdout)
+    assert 0.5 <= res["sparsity"] < 0.51 and set(res["ranks"]) == set(state[LOSSES_KEY])
+    assert res["ranks"] != {k: round(v / 2) for k, v in res["full_ranks"].items()}  # not a uniform cut
+    assert "prunable" in batch[k_compact].stdout

@@ -180,3 +180,27 @@ def refactor_model(model, stats: CalibrationStats) -> List[GroupReport]:
     """Every band, then every layer matrix, of ``model`` refactored in its whitened basis."""
     return ([refactor_band(slot, stats) for slot in model.flop_bands()]
             + [refactor_linear(name, m, stats) for name, m in model.flop_layer_matrices()])
+
+
+@torch.no_grad()
+def init_gates_from_losses(groups, slope: float, keep_prob=None) -> None:
+    """Initial gates that know what each component costs: for every ``(module, losses)`` in ``groups``
+    (a gated group of rank ``n`` and its relative losses ``l_i``), ``logit P(z_i > 0) = b + slope *
+    log(l_i / l_0)``, with the shift ``b`` (bisection) such that ``E[L0] = sum_i P(z_i > 0)`` is
+    ``n p``, ``p`` = ``keep_prob`` or :meth:`HardConcrete.dense_keep_prob`: the expected size is the
+    default start's (the dense one), the eval mask keeps every component, and the components that
+    cost least start the closest to being dropped (their eval values may start below 1)."""
+    for module, losses in groups:
+        gate = module.gate
+        p = gate.dense_keep_prob(gate.n) if keep_prob is None else float(keep_prob)
+        ell = losses.double().clamp_min(1e-30)
+        rel = slope * (ell / ell[0]).log()
+        lo, hi = -60.0, 60.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if float(torch.sigmoid(mid + rel).sum()) < gate.n * p:
+                lo = mid
+            else:
+                hi = mid
+        log_alpha = (hi + rel) + gate.temperature * gate._log_ratio  # P(z > 0) logit -> log_alpha
+        gate.log_alpha_raw.copy_(((log_alpha.to(gate.log_alpha_raw) - gate.log_alpha_offset) / gate.lr_scale))
