@@ -133,3 +133,17 @@ def test_flop_convert_calibration_then_truncate_by_losses(dense_checkpoint, data
     assert 0.5 <= res["sparsity"] < 0.51 and set(res["ranks"]) == set(state[LOSSES_KEY])
     assert res["ranks"] != {k: round(v / 2) for k, v in res["full_ranks"].items()}  # not a uniform cut
     assert "prunable" in batch[k_compact].stdout
+
+
+def test_gates_from_losses_keep_the_expected_size_and_order_the_keep_probabilities():
+    from flop_fairseq.core import GatedLowRankLinear
+    from flop_fairseq.core.data_aware import init_gates_from_losses
+
+    m = GatedLowRankLinear(16, 24)
+    default = float(m.gate.l0_norm())
+    losses = torch.logspace(0, -8, 16)
+    init_gates_from_losses([(m, losses / losses.sum())], slope=0.5)
+    p = m.gate.keep_prob()
+    assert abs(float(p.sum()) - default) < 1e-4
+    assert bool((p[:-1] > p[1:]).all()) and float(p[-1]) < 0.95 < float(p[0])
+    assert m.gate.num_zeros() == 0  # the eval mask still keeps every component

@@ -23,6 +23,7 @@ Each group reports the relative error of keeping half its rank in the plain (wei
 in the whitened one, and its per-component relative losses ``s_i^2 / sum s^2`` (largest first).
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -202,5 +203,6 @@ def init_gates_from_losses(groups, slope: float, keep_prob=None) -> None:
                 lo = mid
             else:
                 hi = mid
-        log_alpha = (hi + rel) + gate.temperature * gate._log_ratio  # P(z > 0) logit -> log_alpha
+        # the logit of P(z > 0) is log_alpha - beta log(-l / r)
+        log_alpha = (hi + rel) + gate.temperature * math.log(-gate.limit_l / gate.limit_r)
         gate.log_alpha_raw.copy_(((log_alpha.to(gate.log_alpha_raw) - gate.log_alpha_offset) / gate.lr_scale))

@@ -46,6 +46,7 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
                               "FLOP prunes their frequency bands (train with --adaptive-input and "
                               "--adaptive-softmax-cutoff)")
     dense = build_and_load(cfg_model, cls, state["model"], dense_path)
+    state["model"] = None  # the model holds the weights now (at full scale: a GB less at the peak)
     num_words = len(dense.decoder.dictionary)
     stream = data_aware.stream(num_words)
 
