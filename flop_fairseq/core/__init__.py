@@ -10,7 +10,9 @@
 - :mod:`.lagrangian`: the augmented Lagrangian driving expected sparsity to a target;
 - :mod:`.counting`: the one parameter counter and sparsity statistics;
 - :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
-- :mod:`.compaction`: gated model -> physically smaller model, and loading either.
+- :mod:`.compaction`: gated model -> physically smaller model, and loading either;
+- :mod:`.whitening`, :mod:`.data_aware`: factorizations ordered by what dropping a component costs on data;
+- :mod:`.factor_scales`: a function-preserving rescaling of every group's two factors.
 """
 
 from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff
