@@ -8,7 +8,7 @@ from conftest import TINY_MODEL, TINY_VOCAB
 from flop_fairseq.core import gates_bypassed
 from flop_fairseq.core.data_aware import collect_statistics, refactor_model
 from flop_fairseq.core.factor_scales import balance_factor_scales
-from flop_fairseq.core.whitening import whitened_linear, whitened_shared_factors
+from flop_fairseq.core.whitening import cholesky_factor, whitened_linear, whitened_shared_factors
 from flop_fairseq.tools.checkpoint import build_model
 
 
@@ -25,7 +25,7 @@ def test_whitened_truncation_error_is_its_dropped_singular_values_and_beats_plai
     w = torch.randn(20, 30, dtype=torch.float64)
     x = _skewed_inputs(2000, 30)
     moment = x.t() @ x / x.shape[0]
-    left, right, s = whitened_linear(w, moment)
+    left, right, s = whitened_linear(w, cholesky_factor(moment))
     assert (left @ right - w).abs().max() < 1e-10
     u, s0, vh = torch.linalg.svd(w, full_matrices=False)
     for k in range(21):

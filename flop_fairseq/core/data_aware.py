@@ -19,8 +19,8 @@ A band's criterion (``N`` calibration tokens, ``c_w`` the count of word ``w``):
   ``s_i^2`` of the whitened SVD is then the part of ``J`` that dropping component ``i`` costs.
 
 A layer matrix's criterion is its output error on its calibration inputs (:func:`whitened_linear`).
-Each group reports the relative error of keeping half its rank in the plain (weight) SVD basis and
-in the whitened one, and its per-component relative losses ``s_i^2 / sum s^2`` (largest first).
+Each group reports the relative error of keeping half its rank in the basis it had before (the
+plain SVD of the weights, after ``flop-convert``'s initialisation) and in the whitened one, and its per-component relative losses ``s_i^2 / sum s^2`` (largest first).
 """
 
 import math
@@ -123,11 +123,10 @@ def refactor_linear(name: str, module, stats: CalibrationStats) -> GroupReport:
     """Replaces ``module``'s ``P``, ``Q`` (a :class:`GatedLowRankLinear`) by the whitened factors of
     their product, ``P Q`` unchanged."""
     weight = module.left.double() @ module.right.double()
-    moment = _moment(stats.inputs, name, module.in_features, weight.device)
-    left, right, sv = whitened_linear(weight, moment)
-    u, s0, vh = torch.linalg.svd(weight, full_matrices=False)
-    chol = cholesky_factor(moment)
-    plain_tail = dropped_error(u * s0, chol.t() @ vh.t(), module.rank // 2)
+    chol = cholesky_factor(_moment(stats.inputs, name, module.in_features, weight.device))
+    left, right, sv = whitened_linear(weight, chol)
+    # the error of keeping half the components in the basis the module had (flop-convert's plain SVD)
+    plain_tail = dropped_error(module.left, chol.t() @ module.right.double().t(), module.rank // 2)
     module.left.copy_(_pad(left, module.rank).to(module.left.dtype))
     module.right.copy_(_pad(right.t(), module.rank).t().to(module.right.dtype))
     return _report(name, module.rank, sv, plain_tail)

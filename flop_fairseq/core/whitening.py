@@ -39,11 +39,11 @@ def cholesky_factor(moment: torch.Tensor, rel_ridge: float = 1e-6) -> torch.Tens
     raise ValueError("the input second moment is not positive semi-definite (NaN in the calibration?)")
 
 
-def whitened_linear(weight: torch.Tensor, moment: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``W`` (``out x in``), ``C`` (``in x in``) -> ``P`` (``out x q``), ``Q`` (``q x in``), ``s`` (``q``),
-    ``q = min(out, in)``, float64, with ``P Q = W`` and ``s_i^2`` the output error ``E||Δy||^2`` of
-    dropping component ``i`` (largest first)."""
-    chol = cholesky_factor(moment).to(weight.device)
+def whitened_linear(weight: torch.Tensor, chol: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``W`` (``out x in``), ``L`` (``in x in``, :func:`cholesky_factor` of the inputs' ``C``) -> ``P``
+    (``out x q``), ``Q`` (``q x in``), ``s`` (``q``), ``q = min(out, in)``, float64, with ``P Q = W`` and
+    ``s_i^2`` the output error ``E||Δy||^2`` of dropping component ``i`` (largest first)."""
+    chol = chol.to(weight.device)
     u, s, vh = torch.linalg.svd(weight.double() @ chol, full_matrices=False)
     root = s.sqrt()
     right = torch.linalg.solve_triangular(chol, root[:, None] * vh, upper=False, left=False)

@@ -12,7 +12,7 @@ from .checkpoint import (
     save_checkpoint_atomic,
 )
 from .calibration import LOSSES_KEY, DataAwareOptions, apply_data_aware
-from .equivalence import max_logprob_difference
+from .equivalence import check_logprobs, max_logprob_difference
 
 
 def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, init_keep_prob=None,
@@ -61,10 +61,12 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
         init = flop.init_from_dense(dense, cfg_model)
     except (ValueError, AssertionError, SystemExit) as e:  # the model refuses its settings with SystemExit
         raise CheckpointError(f"{dense_path}: cannot build the FLOP model: {e}")
+    reference = check_logprobs(dense, num_words)
+    del dense  # at full scale a GB less while the calibration runs
     init.update(apply_data_aware(flop, data_aware, stream, num_words, init_keep_prob))
 
     with gates_bypassed(flop):
-        diff = max_logprob_difference(dense, flop, num_words)
+        diff = max_logprob_difference(reference, flop, num_words)
     if layer_rank_ratio >= 1.0 and not diff <= tolerance:
         raise CheckpointError(f"conversion does not preserve the function (max log-prob difference {diff:.2e} "
                               f"> {tolerance}); please report this checkpoint's config")
