@@ -49,13 +49,16 @@ class CalibrationStats:
 @dataclass
 class GroupReport:
     """One refactored group: ``name``, ``rank``, relative error at half the rank in the plain and the
-    whitened basis, and ``losses`` (``rank``, relative, summing to 1, non-increasing)."""
+    whitened basis, ``losses`` (``rank``, relative, summing to 1, non-increasing) and ``share``: what
+    the group's relative losses weigh against other groups' (a band: the share of the calibration
+    tokens that are its words, add-one; a layer matrix: 1), for an allocation across groups."""
 
     name: str
     rank: int
     plain_half: float
     whitened_half: float
     losses: torch.Tensor
+    share: float = 1.0
 
 
 def _accumulate(store: dict, key: str, x: torch.Tensor) -> None:
@@ -173,7 +176,9 @@ def refactor_band(slot, stats: CalibrationStats) -> GroupReport:
         names.append("out_proj")
     for name, b in zip(names, new_projs):
         getattr(band, name).copy_(_pad(b, band.rank).to(band.emb.dtype))
-    return _report(slot.label, band.rank, sv, plain_tail)
+    report = _report(slot.label, band.rank, sv, plain_tail)
+    report.share = float(f.sum())
+    return report
 
 
 def refactor_model(model, stats: CalibrationStats) -> List[GroupReport]:

@@ -12,7 +12,8 @@ import torch
 from .checkpoint import CheckpointError
 
 DEFAULT_TOKENS = 262_144
-LOSSES_KEY = "flop_component_losses"  # checkpoint entry: gated group name -> relative loss per component
+# checkpoint entry: gated group name -> each component's relative loss times the group's share (GroupReport)
+LOSSES_KEY = "flop_component_losses"
 ROWS = 8  # contiguous streams per batch (a Transformer-XL carries each row's memory to the next segment)
 
 
@@ -133,7 +134,7 @@ def apply_data_aware(model, options: DataAwareOptions, stream: Optional[torch.Te
         out = calibrate(model, stream, num_words)
         names = {id(m): n for n, m in gated_modules(model)}
         modules = [s.module for s in model.flop_bands()] + [m for _, m in model.flop_layer_matrices()]
-        out["losses"] = {names[id(m)]: r.losses for m, r in zip(modules, out["reports"])}
+        out["losses"] = {names[id(m)]: r.losses * r.share for m, r in zip(modules, out["reports"])}
         if options.gate_slope is not None:
             init_gates_from_losses([(m, r.losses) for m, r in zip(modules, out["reports"])], options.gate_slope,
                                    init_keep_prob)

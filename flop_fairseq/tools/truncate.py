@@ -2,8 +2,11 @@
 go first, where a component's price is its relative loss per parameter it costs (the global rule of
 SVD-LLM v2 and Dobi-SVD).
 
-Input: a checkpoint from ``flop-convert --calibration``, which stores each gated group's relative
-losses ``l_i = s_i^2 / sum s^2`` of its whitened factorization (components largest first). Each gate
+Input: a checkpoint from ``flop-convert --calibration``, which stores each gated group's losses
+``l_i = w s_i^2 / sum s^2`` of its whitened factorization (components largest first), ``w`` the
+group's share (a band: the fraction of the calibration tokens that are its words, so that a band
+of rare words, whose relative losses also sum to 1, does not outbid the head band; a layer
+matrix: 1). Each gate
 gets ``log_alpha = log(l_i / c_m)`` (``c_m`` the group's parameters per component), then the exact
 global budget allocation (:func:`~flop_fairseq.core.budget.allocate`, which keeps components by
 decreasing ``log_alpha`` while their marginal cost fits) and its pinning, with every kept value 1:
