@@ -124,7 +124,8 @@ def apply_data_aware(model, options: DataAwareOptions, stream: Optional[torch.Te
                      init_keep_prob=None) -> dict:
     """The data-aware steps on a freshly converted full-rank FLOP ``model``: refactorization from the
     calibration ``stream``, gates from the losses, factor scales. Returns what :func:`calibrate` does
-    (empty without a stream), with ``losses`` (gated group name -> relative losses) and ``scales``."""
+    (empty without a stream), with ``losses`` (gated group name -> relative losses times the group's
+    share, what :mod:`.truncate` allocates by) and ``scales``."""
     from ..core import gated_modules
     from ..core.data_aware import init_gates_from_losses
     from ..core.factor_scales import balance_factor_scales
