@@ -18,6 +18,7 @@ setup(
             "flop-convert = flop_fairseq.cli.convert:main",
             "flop-report = flop_fairseq.cli.report:main",
             "flop-compact = flop_fairseq.cli.compact:main",
+            "flop-truncate = flop_fairseq.cli.truncate:main",
             "flop-user-dir = flop_fairseq.cli.user_dir:main",
             "flop-demo = flop_fairseq.demo.pipeline:main",
         ]

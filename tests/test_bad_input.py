@@ -111,6 +111,18 @@ TRAIN_CASES = [
     ({"--freeze-mask-update": "5", "--bf16": ""}, "--freeze-mask-update does not work with --fp16/--bf16"),
 ]
 
+# (flop-convert options after DENSE OUT, what the one line names): "{data}" is the suite's data-bin,
+# "{other}" a copy whose dictionary has one word more
+CALIBRATION_CASES = [
+    (["--calibration", "{other}"], "its dictionary has 2,921 types, the model 2,920"),
+    (["--calibration", "{data}", "--calibration-tokens", "0"], "--calibration-tokens must be positive"),
+    (["--calibration", "{data}", "--calibration-subset", "nosuch"], "no 'nosuch' split"),
+    (["--calibration", "{other}/no-such-dir"], "no dict.txt"),
+    (["--gate-init-slope", "0.5"], "--gate-init-slope needs --calibration"),
+    (["--calibration", "{data}", "--flop-decoder-layers", "--layer-rank-ratio", "0.5"],
+     "--calibration needs the full layer rank"),
+]
+
 TXL_ARGS = ["--task", "truncated_bptt_lm", "--tokens-per-sample", "16", "--batch-size", "4", "--arch",
             "flop_transformer_xl", "--n-layer", "1", "--d-model", "16", "--n-head", "2", "--d-head", "8",
             "--d-inner", "32", "--mem-len", "16", "--criterion", "flop_adaptive_loss", "--optimizer", "adam",
@@ -160,6 +172,12 @@ def _rows(inputs, data_bin, tmp):
             tmp / f"txl-{i}" / "ckpt")
     row("eval-lm-code-args", "fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--path", inputs["code-args"],
         "--cpu", "--gen-subset", "test")
+    for i, (extra, _) in enumerate(CALIBRATION_CASES):
+        out = tmp / f"calibration-{i}" / "out.pt"
+        row(f"calibration-{i}", "flop-convert", inputs["dense"], out,
+            *(a.format(data=data_bin, other=tmp / "other-bin") for a in extra))
+    row("truncate-no-losses", "flop-truncate", inputs["gated"], tmp / "truncate-no-losses" / "out.pt",
+        "--sparsity", "0.5")
     row("eval-lm-other-dict", "fairseq-eval-lm", tmp / "other-bin", "--user-dir",
         f"{os.path.dirname(os.path.dirname(__file__))}/user_dir", "--path", inputs["compact"], "--cpu",
         "--gen-subset", "test")
@@ -193,6 +211,15 @@ def test_bad_input_is_refused_in_one_line(driven, tool, name, needle):
     assert res["stderr"].strip().count("\n") == 0 and "Traceback" not in res["stderr"], res["stderr"]
     assert res["files"] == []  # no output, no temporary file
     assert not res["sentinel"], "unpickling ran code"
+
+
+@pytest.mark.parametrize("row_id,needle", [(f"calibration-{i}", n) for i, (_, n) in enumerate(CALIBRATION_CASES)]
+                         + [("truncate-no-losses", "no component losses")])
+def test_bad_calibration_input_is_refused_in_one_line(driven, row_id, needle):
+    res = _result(driven, row_id)
+    assert res["rc"] != 0 and needle in res["stderr"], res["stderr"]
+    assert res["stderr"].strip().count("\n") == 0 and "Traceback" not in res["stderr"], res["stderr"]
+    assert res["files"] == []
 
 
 @pytest.mark.parametrize("tool", ["flop-convert", "flop-compact"])

@@ -1,7 +1,8 @@
 """``flop-convert DENSE.pt OUT.pt``: a dense fairseq ``transformer_lm`` with adaptive
 input/softmax becomes a FLOP checkpoint of the matching ``flop_transformer_lm`` arch, and
 ``flop-convert HF_DIR OUT.pt`` a HuggingFace Transformer-XL a ``flop_transformer_xl`` one
-(plus its fairseq ``dict.txt``); both compute the same function (gates start at exactly 1)."""
+(plus its fairseq ``dict.txt``); both compute the same function (gates start at exactly 1).
+With ``--calibration DATA-BIN`` the components are ordered by what dropping them costs on that data."""
 
 import argparse
 import sys
@@ -29,15 +30,36 @@ def main(argv=None):
     parser.add_argument("--layer-rank-ratio", type=float, default=1.0,
                         help="with --flop-decoder-layers: keep this fraction of each layer matrix's rank (the top "
                              "singular components; default 1, the exact dense function)")
+    from ..tools.calibration import DEFAULT_TOKENS
+
+    parser.add_argument("--calibration", metavar="DATA-BIN", default=None,
+                        help="a fairseq-preprocessed directory (the model's dictionary): factorize every band and "
+                             "layer matrix in the basis that orders its components by the output error their "
+                             "removal causes on these tokens (whitened SVD), not by the weights' norm")
+    parser.add_argument("--calibration-tokens", type=int, default=DEFAULT_TOKENS,
+                        help=f"tokens of the calibration split to stream through the model (default {DEFAULT_TOKENS:,})")
+    parser.add_argument("--calibration-subset", default="train", help="the split to calibrate on (default train)")
+    parser.add_argument("--balance-factors", action="store_true",
+                        help="rescale each group's two factors to equal rms (the same function), so that Adam's "
+                             "steps relate to their sizes alike")
+    parser.add_argument("--gate-init-slope", type=float, default=None,
+                        help="with --calibration: start each gate's keep probability from its component's loss "
+                             "(logit slope per log of the loss; the expected size stays the dense one)")
     args = parser.parse_args(argv)
     quiet_logging()
+    if args.gate_init_slope is not None and not args.gate_init_slope > 0:
+        parser.error("--gate-init-slope must be positive")
     if args.init_keep_prob is not None and not 0.0 < args.init_keep_prob < 1.0:
         parser.error("--init-keep-prob must be in (0, 1)")
     if not 0.0 < args.layer_rank_ratio <= 1.0:
         parser.error("--layer-rank-ratio must be in (0, 1]")
     if args.layer_rank_ratio < 1.0 and not args.flop_decoder_layers:
         parser.error("--layer-rank-ratio needs --flop-decoder-layers")
+    from ..tools.calibration import DataAwareOptions
     from ..tools.hf_transfo_xl import is_hf_directory
+
+    args.data_aware = DataAwareOptions(args.calibration, args.calibration_tokens, args.calibration_subset,
+                                       args.balance_factors, args.gate_init_slope)
 
     if is_hf_directory(args.dense):
         if args.flop_decoder_layers or args.layer_rank_ratio < 1.0:
@@ -50,7 +72,7 @@ def main(argv=None):
 
     try:
         res = convert(args.dense, args.output, args.flop_decoder_layers, args.init_keep_prob,
-                      layer_rank_ratio=args.layer_rank_ratio)
+                      layer_rank_ratio=args.layer_rank_ratio, data_aware=args.data_aware)
     except CheckpointError as e:
         sys.exit(f"flop-convert: error: {e}")
     c = res["counts"]
@@ -61,6 +83,19 @@ def main(argv=None):
     print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
           f"{res['groups']} gated groups, prunable_params {c.prunable_params:,} (band_params {c.band_params:,}), "
           f"total_params {c.total_params:,}, stored_params {c.stored_params:,} (with full-rank factors and gates)")
+    _print_data_aware(res)
+
+
+def _print_data_aware(res):
+    from ..tools.calibration import summary_lines
+
+    if "reports" in res:
+        gpu = "" if res["peak_gpu_bytes"] is None else f", peak GPU memory {res['peak_gpu_bytes'] / 2**30:.2f} GiB"
+        print(f"flop-convert: data-aware basis from {res['tokens']:,} calibration tokens ({res['seconds']:.1f} s on "
+              f"{res['device']}{gpu}); relative truncation error at half of each rank, plain SVD vs whitened:")
+        print("\n".join(summary_lines(res["reports"])))
+    if "scales" in res:
+        print(f"flop-convert: factors rescaled to equal rms in {len(res['scales'])} groups")
 
 
 def _convert_hf(args):
@@ -68,7 +103,7 @@ def _convert_hf(args):
     from ..tools.hf_transfo_xl import convert_hf
 
     try:
-        res = convert_hf(args.dense, args.output, args.dict, args.init_keep_prob)
+        res = convert_hf(args.dense, args.output, args.dict, args.init_keep_prob, data_aware=args.data_aware)
     except CheckpointError as e:
         sys.exit(f"flop-convert: error: {e}")
     c = res["counts"]
@@ -82,6 +117,7 @@ def _convert_hf(args):
     print(f"flop-convert: wrote {args.output} ({res['file_bytes'] / 2**20:.1f} MiB): arch {res['arch']}, "
           f"{res['groups']} gated groups, prunable_params {c.prunable_params:,}, total_params {c.total_params:,}; "
           f"{res['dict']} ({res['num_words']:,} words with fairseq's specials, band cutoffs {res['cutoffs']})")
+    _print_data_aware(res)
 
 
 if __name__ == "__main__":

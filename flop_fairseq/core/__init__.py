@@ -12,7 +12,9 @@
 - :mod:`.target`: the range of a target sparsity;
 - :mod:`.budget`: exact parameter budgets: a global choice of kept components for a target count;
 - :mod:`.pinning`: gates pinned to exactly 0 or 1 (the exact-budget mask, dead gates);
-- :mod:`.compaction`: gated model -> physically smaller model, and loading either.
+- :mod:`.compaction`: gated model -> physically smaller model, and loading either;
+- :mod:`.whitening`, :mod:`.data_aware`: factorizations ordered by what dropping a component costs on data;
+- :mod:`.factor_scales`: a function-preserving rescaling of every group's two factors.
 """
 
 from .adaptive import LowRankAdaptiveInput, LowRankAdaptiveSoftmax, band_slices, complete_cutoff

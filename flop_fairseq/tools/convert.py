@@ -11,15 +11,22 @@ from .checkpoint import (
     model_name,
     save_checkpoint_atomic,
 )
-from .equivalence import max_logprob_difference
+from .calibration import LOSSES_KEY, DataAwareOptions, apply_data_aware
+from .equivalence import check_logprobs, max_logprob_difference
 
 
 def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, init_keep_prob=None,
-            tolerance: float = 1e-3, layer_rank_ratio: float = 1.0) -> dict:
+            tolerance: float = 1e-3, layer_rank_ratio: float = 1.0, data_aware: DataAwareOptions = None) -> dict:
     """Writes the FLOP checkpoint; returns what was done (sizes, counts, the function check, the
-    largest relative SVD truncation error of a layer matrix). Below full layer rank
-    (``layer_rank_ratio < 1``) the function changes by design, so it is reported, not checked."""
+    largest relative SVD truncation error of a layer matrix, and :func:`apply_data_aware`'s results).
+    Below full layer rank (``layer_rank_ratio < 1``) the function changes by design, so it is
+    reported, not checked; the data-aware basis needs full rank (its components come from the dense
+    matrix)."""
     from ..models import dense_archs, flop_model_for_arch, flop_model_for_dense_arch
+
+    data_aware = data_aware or DataAwareOptions()
+    if data_aware.data is not None and layer_rank_ratio < 1.0:
+        raise CheckpointError("--calibration needs the full layer rank: truncate the converted model instead")
 
     state = load_checkpoint(dense_path)
     cfg_model = state["cfg"]["model"]
@@ -40,7 +47,9 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
                               "FLOP prunes their frequency bands (train with --adaptive-input and "
                               "--adaptive-softmax-cutoff)")
     dense = build_and_load(cfg_model, cls, state["model"], dense_path)
+    state["model"] = None  # the model holds the weights now (at full scale: a GB less at the peak)
     num_words = len(dense.decoder.dictionary)
+    stream = data_aware.stream(num_words)
 
     flop_cfg = copy.deepcopy(cfg_model)
     flop_cfg["_name"] = flop_arch
@@ -53,9 +62,12 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
         init = flop.init_from_dense(dense, cfg_model)
     except (ValueError, AssertionError, SystemExit) as e:  # the model refuses its settings with SystemExit
         raise CheckpointError(f"{dense_path}: cannot build the FLOP model: {e}")
+    reference = check_logprobs(dense, num_words)
+    del dense  # at full scale a GB less while the calibration runs
+    init.update(apply_data_aware(flop, data_aware, stream, num_words, init_keep_prob))
 
     with gates_bypassed(flop):
-        diff = max_logprob_difference(dense, flop, num_words)
+        diff = max_logprob_difference(reference, flop, num_words)
     if layer_rank_ratio >= 1.0 and not diff <= tolerance:
         raise CheckpointError(f"conversion does not preserve the function (max log-prob difference {diff:.2e} "
                               f"> {tolerance}); please report this checkpoint's config")
@@ -65,6 +77,9 @@ def convert(dense_path: str, out_path: str, flop_decoder_layers: bool = False, i
     state["args"] = None
     state["criterion"] = None
     state.pop("last_optimizer_state", None)
+    state.pop(LOSSES_KEY, None)
+    if "losses" in init:  # what a truncation by losses across groups reads
+        state[LOSSES_KEY] = init["losses"]
     # a fresh start for the pruning schedule (fairseq hands this count to the model on load)
     state["optimizer_history"] = [dict(state["optimizer_history"][-1], num_updates=0)] \
         if state.get("optimizer_history") else []

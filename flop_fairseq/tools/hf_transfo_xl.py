@@ -179,14 +179,18 @@ def _flop_logprobs(model, tokens: torch.Tensor, segments: int, zeros: bool) -> t
 
 
 def convert_hf(directory: str, out_path: str, dict_out: Optional[str] = None, init_keep_prob=None,
-               tolerance: float = 1e-4) -> dict:
+               tolerance: float = 1e-4, data_aware=None) -> dict:
     """Writes the FLOP checkpoint (arch ``flop_transformer_xl``) and ``dict.txt`` (``dict_out``, default
     next to ``out_path``); checks the function against HF's where ``transformers`` is installed, under
     both memory conventions: from an empty memory (Transformer-XL's, the converted model's default)
     and from ``mem_len`` zero vectors (HF's without ``mems``; the model option ``init_zero_mems``).
-    Anything wrong with the directory is a :class:`CheckpointError`, raised before anything is written."""
+    Anything wrong with the directory is a :class:`CheckpointError`, raised before anything is written.
+    ``data_aware`` (a :class:`~.calibration.DataAwareOptions`): the data-aware basis, as ``flop-convert``
+    of a fairseq checkpoint (its calibration directory holds data preprocessed with this ``dict.txt``)."""
+    from .calibration import DataAwareOptions
+
     try:
-        return _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance)
+        return _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance, data_aware or DataAwareOptions())
     except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{directory}: not a Transformer-XL directory flop-convert can read: "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -200,8 +204,9 @@ def _write_dictionary(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dict:
+def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance, data_aware) -> dict:
     from ..core import count_params
+    from .calibration import LOSSES_KEY, apply_data_aware
     from ..models.transformer_xl.from_hf import cfg_from_hf, init_from_hf
 
     dict_out = dict_out or os.path.join(os.path.dirname(os.path.abspath(out_path)), "dict.txt")
@@ -231,8 +236,10 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
                  # written out: fairseq's --model-overrides only replaces options a checkpoint holds
                  "init_zero_mems": False,
                  "max_target_positions": int(config.get("tgt_len") or 1024)}
+    stream = data_aware.stream(len(order))
     model = build_model(cfg_model, len(order))
     init_from_hf(model.decoder.net, weights, config, order)
+    done = apply_data_aware(model, data_aware, stream, len(order), init_keep_prob)
     model.eval()
 
     # the function check: the same token stream through both, 3 segments with memory
@@ -264,9 +271,11 @@ def _convert_hf(directory, out_path, dict_out, init_keep_prob, tolerance) -> dic
                                "lr_scheduler_state": {"best": None}, "num_updates": 0}],
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}}, "last_optimizer_state": None,
     }
+    if "losses" in done:
+        state[LOSSES_KEY] = done["losses"]
     size = save_checkpoint_atomic(state, out_path, os.path.join(directory, "config.json"))
     _write_dictionary(dict_out, dict_text)  # after the checkpoint: a failed conversion writes neither
     return {"arch": "flop_transformer_xl", "max_logprob_diff": diffs.get("empty"),
             "max_logprob_diff_zero_mems": diffs.get("zeros"), "file_bytes": size, "dict": dict_out,
             "num_words": len(order), "cutoffs": cutoffs, "counts": count_params(model),
-            "groups": len(model.flop_bands()) + len(model.flop_layer_matrices())}
+            "groups": len(model.flop_bands()) + len(model.flop_layer_matrices()), **done}
