@@ -39,9 +39,11 @@ def main(argv=None):
     parser.add_argument("--calibration-tokens", type=int, default=DEFAULT_TOKENS,
                         help=f"tokens of the calibration split to stream through the model (default {DEFAULT_TOKENS:,})")
     parser.add_argument("--calibration-subset", default="train", help="the split to calibrate on (default train)")
-    parser.add_argument("--balance-factors", action="store_true",
+    parser.add_argument("--balance-factors", action=argparse.BooleanOptionalAction, default=True,
                         help="rescale each group's two factors to equal rms (the same function), so that Adam's "
-                             "steps relate to their sizes alike")
+                             "steps relate to their sizes alike (default on: on the WikiText-2 benchmark's b50 "
+                             "FLOP reached valid ppl 190.5 with it against 199.3 without; --no-balance-factors "
+                             "keeps the plain split A = U S^1/2, B = V S^1/2)")
     parser.add_argument("--gate-init-slope", type=float, default=None,
                         help="with --calibration: start each gate's keep probability from its component's loss "
                              "(logit slope per log of the loss; the expected size stays the dense one)")
