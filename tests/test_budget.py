@@ -118,7 +118,7 @@ def test_the_allocation_keeps_only_live_components():
     model.lins = model.lins[:2]
     # group 0: two live components, then 2 near-dead ones (log_alpha -4: eval value 0.002)
     set_log_alpha(model.lins[0].gate, [6.0, 5.0, -4.0, -4.0])
-    set_log_alpha(model.lins[1].gate, [6.0, 0.5, 0.2, -0.1])
+    set_log_alpha(model.lins[1].gate, [6.0, 0.5, -1.0, -2.0])  # eval values 1, 0.72, 0.18, 0.047
     alloc = allocate(model, target_params=32 * 8)
     assert [g.keep.tolist() for g in alloc.groups] == [[0, 1], [0, 1, 2]]
     assert alloc.remaining_prunable_params == 32 * 5 and alloc.cheapest_addable_params is None

@@ -61,7 +61,7 @@ def test_lagrangian_state_dict_round_trip():
     c.set_num_updates(37)
     c(torch.tensor(0.2))  # a pending violation travels with the state
     sd = c.state_dict()
-    assert set(sd) == {"lambdas", "pending", "num_updates", "lr", "start_sparsity"}
+    assert set(sd) == {"lambdas", "pending", "num_updates", "lr", "start_sparsity", "started"}
     d = AugmentedLagrangian(target_sparsity=0.7, warmup_updates=100, lr=0.5)
     d.load_state_dict(sd)
     assert int(d.num_updates) == 37
@@ -98,7 +98,7 @@ def test_schedule_starts_where_the_model_is():
     c = AugmentedLagrangian(target_sparsity=0.6, warmup_updates=100)
     c.eval()
     c(torch.tensor(-0.5))  # evaluation passes record nothing
-    assert c.start_sparsity.isnan() and c.target(50) == pytest.approx(0.3)
+    assert not bool(c.started) and c.target(50) == pytest.approx(0.3)
     c.train()
     s0 = torch.tensor(-0.015, dtype=torch.float64, requires_grad=True)
     pen = c(s0)
@@ -109,10 +109,10 @@ def test_schedule_starts_where_the_model_is():
     c(torch.tensor(0.2))  # later passes leave s_0 as it is
     assert c.start_sparsity.item() == pytest.approx(-0.015)
     # a controller saved before s_0 was recorded loads as one that started at 0
-    old = {k: v for k, v in c.state_dict().items() if k != "start_sparsity"}
+    old = {k: v for k, v in c.state_dict().items() if k not in ("start_sparsity", "started")}
     d = AugmentedLagrangian(target_sparsity=0.6, warmup_updates=100)
     d.load_state_dict(old)
-    assert d.start_sparsity.item() == 0.0 and d.target(50) == pytest.approx(0.3)
+    assert d.start_sparsity.item() == 0.0 and bool(d.started) and d.target(50) == pytest.approx(0.3)
 
 
 @pytest.fixture

@@ -55,11 +55,11 @@ from .linear import GatedLowRankLinear
 from .pinning import pin
 from .target import check_target_sparsity
 
-# The smallest eval value of a component the allocation keeps: the hard-concrete median
-# sigmoid(log_alpha / beta) is 1/2 at log_alpha = 0 (and P(z > 0) = 0.83 there). Below it a
-# component mostly multiplies its factors by a value near 0: it costs its whole parameter count and
-# adds little, so the budget goes to the next live component instead.
-LIVE_VALUE = 0.5
+# The smallest eval value of a component the allocation keeps (the counter's WEAK_VALUE): below
+# it a component multiplies its factors by under a tenth, costs its whole parameter count and adds
+# little, so the budget goes to the next live component instead. (The hard-concrete median
+# sigmoid(log_alpha / beta) is 0.1 at log_alpha = -1.46, where P(z > 0) = 0.53.)
+LIVE_VALUE = WEAK_VALUE
 
 
 @torch.no_grad()

@@ -59,8 +59,9 @@ class AugmentedLagrangian(nn.Module):
         # the ascent step size is state too: a resumed run applies the pending step before
         # the training flags reach the controller again
         self.register_buffer("lr", torch.tensor(float(lr), dtype=torch.float64))
-        # s_0, the schedule's start: NaN until the first training pass records it
-        self.register_buffer("start_sparsity", torch.tensor(float("nan"), dtype=torch.float64))
+        # s_0, the schedule's start, recorded by the first training pass (``started``)
+        self.register_buffer("start_sparsity", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("started", torch.tensor(False))
         self.start_from_model = True
         self.configure(target_sparsity, warmup_updates)
 
@@ -74,9 +75,9 @@ class AugmentedLagrangian(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the schedule recorded its start began at s_0 = 0
-        key = prefix + "start_sparsity"
-        if key not in state_dict and prefix + "lambdas" in state_dict:
-            state_dict[key] = torch.tensor(0.0, dtype=torch.float64)
+        if prefix + "start_sparsity" not in state_dict and prefix + "lambdas" in state_dict:
+            state_dict[prefix + "start_sparsity"] = torch.tensor(0.0, dtype=torch.float64)
+            state_dict[prefix + "started"] = torch.tensor(True)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fresh(self) -> bool:
@@ -130,8 +131,7 @@ class AugmentedLagrangian(nn.Module):
         n = int(self.num_updates) if num_updates is None else num_updates
         if self.warmup_updates <= 0:
             return self.target_sparsity
-        start = float(self.start_sparsity)
-        start = 0.0 if start != start else start  # not recorded yet
+        start = float(self.start_sparsity)  # 0 until recorded
         return start + (self.target_sparsity - start) * min(1.0, n / self.warmup_updates)
 
     def forward(self, expected_sparsity: torch.Tensor) -> torch.Tensor:
@@ -139,8 +139,9 @@ class AugmentedLagrangian(nn.Module):
 
         In training mode the violation is recorded for the next ascent step.
         """
-        if self.training and self.start_sparsity.isnan() and self.fresh():
+        if self.training and not bool(self.started) and self.fresh():
             self.start_sparsity.fill_(float(expected_sparsity.detach()) if self.start_from_model else 0.0)
+            self.started.fill_(True)
         diff = expected_sparsity - self.target()
         if self.training:
             d = diff.detach().double()

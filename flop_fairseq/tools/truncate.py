@@ -48,7 +48,8 @@ def truncate_by_losses(input_path: str, output_path: str, sparsity: float) -> di
     if not 0.0 <= sparsity < 1.0 or math.isnan(sparsity):
         raise CheckpointError(f"--sparsity must be in [0, 1), got {sparsity}")
     rank_by_losses(model, losses)
-    allocation = allocate(model, target_sparsity=sparsity)
+    # log_alpha holds the losses' order here, not liveness: every component may be kept
+    allocation = allocate(model, target_sparsity=sparsity, min_value=0.0)
     for g in allocation.groups:
         g.values = torch.ones_like(g.values)  # truncation keeps components whole
     apply_allocation(model, allocation)
