@@ -11,6 +11,8 @@ kept) then keeps, near 0, at their full parameter cost. Pinned, they count nothi
 Lagrangian hands that budget to the live components.
 """
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -24,11 +26,16 @@ PIN = 30.0
 
 
 @torch.no_grad()
-def pin(gate: HardConcrete, is_open: torch.Tensor) -> None:
+def pin(gate: HardConcrete, is_open: torch.Tensor, where: Optional[torch.Tensor] = None) -> None:
     """``log_alpha = +PIN`` where ``is_open`` (shape ``(n,)``, bool), ``-PIN`` elsewhere, through
-    the gate's reparametrization ``log_alpha = lr_scale * log_alpha_raw + offset``."""
+    the gate's reparametrization ``log_alpha = lr_scale * log_alpha_raw + offset``; with ``where``
+    (bool, ``(n,)``) only those entries are written, the others stay bit for bit."""
     log_alpha = torch.where(is_open, PIN, -PIN).to(gate.log_alpha_raw.dtype)
-    gate.log_alpha_raw.copy_((log_alpha - gate.log_alpha_offset) / gate.lr_scale)
+    raw = (log_alpha - gate.log_alpha_offset) / gate.lr_scale
+    if where is None:
+        gate.log_alpha_raw.copy_(raw)
+    else:
+        gate.log_alpha_raw[where] = raw[where]
 
 
 @torch.no_grad()
@@ -41,19 +48,26 @@ def repin(model: nn.Module) -> None:
         pin(m.gate, m.gate.log_alpha.detach() > 0)
 
 
+def check_dead_gate_prob(p: float) -> float:
+    """``p`` if it is a dead-gate keep probability (in [0, 0.5): a gate below 1/2 is not yet decided
+    off), else a :class:`ValueError` naming the range."""
+    if not 0.0 <= p < 0.5:  # also refuses NaN
+        raise ValueError(f"the dead-gate keep probability must be in [0, 0.5), got {p}")
+    return p
+
+
 @torch.no_grad()
 def pin_dead_gates(model: nn.Module, min_keep_prob: float) -> int:
     """In place: every gate of ``model`` with ``P(z > 0) < min_keep_prob`` pinned shut (``-PIN``);
     returns how many gates are shut so (those pinned before included). Idempotent, so calling it
     before every update re-pins what an optimizer's momentum moved, and a resumed run pins
     exactly what an uninterrupted one did."""
-    if not 0.0 <= min_keep_prob < 0.5:
-        raise ValueError(f"the dead-gate keep probability must be in [0, 0.5), got {min_keep_prob}")
+    check_dead_gate_prob(min_keep_prob)
     shut = 0
     for _, m in gated_modules(model):
         gate = m.gate
         dead = gate.keep_prob().detach() < min_keep_prob
-        if bool(dead.any()):  # only the dead entries are written: the live ones stay bit for bit
-            gate.log_alpha_raw[dead] = (-PIN - gate.log_alpha_offset[dead]) / gate.lr_scale
+        if bool(dead.any()):
+            pin(gate, torch.zeros_like(dead), where=dead)
             shut += int(dead.sum())
     return shut

@@ -19,6 +19,7 @@ from ..core import (
     repin,
     sparsity_stats,
 )
+from ..core.pinning import check_dead_gate_prob
 from ..core.target import check_target_sparsity
 from .distill_adaptive_loss import DistillAdaptiveLoss, check_ddp_backend
 from .distillation import DistillationConfig, Distiller
@@ -133,8 +134,10 @@ class FlopAdaptiveLoss(DistillAdaptiveLoss):
             raise SystemExit("flop_adaptive_loss: --gate-lr-scale and --lambda-lr-scale must be > 0")
         if cfg.lambda2_init < 0:
             raise SystemExit("flop_adaptive_loss: --lambda2-init must be >= 0")
-        if not 0.0 <= cfg.dead_gate_prob < 0.5:
-            raise SystemExit(f"flop_adaptive_loss: --dead-gate-prob must be in [0, 0.5), got {cfg.dead_gate_prob}")
+        try:
+            check_dead_gate_prob(cfg.dead_gate_prob)
+        except ValueError as e:
+            raise SystemExit(f"flop_adaptive_loss: --dead-gate-prob: {e}")
         if cfg.freeze_mask_update < 0:
             raise SystemExit("flop_adaptive_loss: --freeze-mask-update must be >= 0 (0: never)")
         if cfg.freeze_mask_update and (cfg.fp16 or cfg.bf16) and not (cfg.memory_efficient_fp16
